@@ -1,0 +1,1 @@
+"""Curriculum learning: difficulty metrics, the offline analyzer, the pacing scheduler and the curriculum sampler."""

@@ -1,0 +1,1 @@
+"""Room 3b: transformer configs and the GPT/BERT models built from parallel layers."""
