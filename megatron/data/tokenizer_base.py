@@ -1,0 +1,150 @@
+"""The tokenizer interface every Megatron-DE tokenizer implements, plus small shared helpers.
+
+``MegatronTokenizer`` fixes the Megatron semantics the data pipeline relies on (``tokenize``/``detokenize``, the
+special ids ``eod``/``pad``/``cls``/``sep``/``mask``/``bos``/``eos``, ``unique_identifiers`` for dataset cache
+hashes). Concrete tokenizers live in ``tokenizer_bpe``, ``tokenizer_wordpiece``, ``tokenizer_sentencepiece`` and
+``tokenizer_hf``; ``megatron.data.tokenizer.build_tokenizer`` picks one from a ``TokenizerConfig``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import os
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from megatron.data.tokenizer import TokenizerConfig
+
+__all__ = ["MegatronTokenizer", "file_identity", "read_text_file"]
+
+
+def file_identity(path: str) -> dict[str, str]:
+    """``{"name": basename, "sha256": hex digest}`` of a file: identifies its content without the machine's path."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": os.path.basename(path), "sha256": digest.hexdigest()}
+
+
+def read_text_file(path: str, field: str) -> str:
+    """Read a UTF-8 text file named by config field ``field``; a missing or undecodable file is a ValueError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{field}: file {path!r} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{field}: file {path!r} is not valid UTF-8 ({e})") from None
+
+
+def _rebuild(cfg: "TokenizerConfig") -> "MegatronTokenizer":
+    # Imported lazily: tokenizer.py imports this module, and pickling only needs the builder at load time.
+    from megatron.data.tokenizer import build_tokenizer
+
+    return build_tokenizer(cfg)
+
+
+class MegatronTokenizer(abc.ABC):
+    """A text <-> token id mapping with Megatron's special-token semantics.
+
+    Ids are plain Python ints in ``[0, vocab_size)``. ``vocab_size`` is the *unpadded* size (see
+    ``megatron.data.tokenizer.padded_vocab_size`` for the embedding size). A special token the tokenizer does not
+    define raises ``NotImplementedError`` naming the tokenizer, exactly where Megatron's base class raises.
+
+    Instances pickle as their config and are rebuilt on load (``preprocess_data`` ships one per worker process).
+    """
+
+    def __init__(self, cfg: "TokenizerConfig") -> None:
+        self._cfg = dataclasses.replace(cfg)
+
+    # ------------------------------------------------------------------ pickling
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_rebuild, (self._cfg,))
+
+    @property
+    def config(self) -> "TokenizerConfig":
+        """The config this tokenizer was built from (a copy)."""
+        return dataclasses.replace(self._cfg)
+
+    # ------------------------------------------------------------------ core API
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, including tokens Megatron adds to the file's vocabulary; not padded."""
+
+    @property
+    @abc.abstractmethod
+    def vocab(self) -> dict[str, int]:
+        """Token string -> id, including added special tokens."""
+
+    @property
+    def inv_vocab(self) -> dict[int, str]:
+        """Id -> token string (inverse of ``vocab``)."""
+        return {i: t for t, i in self.vocab.items()}
+
+    @abc.abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Encode one document. Special-token text is handled as in Megatron (see each tokenizer)."""
+
+    def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many documents; equal to ``[self.tokenize(t) for t in texts]``, possibly multi-threaded."""
+        return [self.tokenize(t) for t in texts]
+
+    @abc.abstractmethod
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """Decode ids back to text."""
+
+    @property
+    @abc.abstractmethod
+    def unique_identifiers(self) -> dict[str, Any]:
+        """JSON-able description (type, file names and SHA-256 digests, options) used in dataset cache hashes."""
+
+    # ------------------------------------------------------------------ special tokens
+    def _missing(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"{self._cfg.tokenizer_type} has no {what} token")
+
+    @property
+    def eod(self) -> int:
+        """End-of-document id appended after each document by preprocessing."""
+        raise self._missing("eod")
+
+    @property
+    def pad(self) -> int:
+        """Padding id."""
+        raise self._missing("pad")
+
+    @property
+    def cls(self) -> int:
+        """BERT's [CLS] id."""
+        raise self._missing("cls")
+
+    @property
+    def sep(self) -> int:
+        """BERT's [SEP] id."""
+        raise self._missing("sep")
+
+    @property
+    def mask(self) -> int:
+        """Masked-LM [MASK] id."""
+        raise self._missing("mask")
+
+    @property
+    def bos(self) -> int:
+        """Beginning-of-sequence id."""
+        raise self._missing("bos")
+
+    @property
+    def eos(self) -> int:
+        """End-of-sequence id."""
+        raise self._missing("eos")
+
+    @property
+    def additional_special_tokens_ids(self) -> list[int] | None:
+        """Ids of the ``<extra_id_i>`` sentinel tokens (T5-style), or None where Megatron has none."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(type={self._cfg.tokenizer_type!r}, vocab_size={self.vocab_size})"
