@@ -387,6 +387,11 @@ class IndexedDatasetBuilder:
         if self._finished:
             raise RuntimeError(f"builder for {self.bin_path} is already finalized or aborted")
 
+    def _check_no_open_document(self, what: str) -> None:
+        pending = len(self._lengths) - self._doc_index[-1]
+        if pending:
+            raise ValueError(f"{pending} sequences added before {what} are not closed by end_document()")
+
     def add_item(self, values: Any) -> None:
         """Append one sequence (1-D array, list or tensor); it joins the currently open document."""
         arr = self._coerce(values)
@@ -409,6 +414,31 @@ class IndexedDatasetBuilder:
         self._append_lengths(lens)
         self.end_document()
 
+    def add_documents(
+        self, values: Any, lengths: Sequence[int] | np.ndarray, sequences_per_document: Sequence[int] | np.ndarray
+    ) -> None:
+        """Append many whole documents at once (the fast path of preprocessing).
+
+        Args:
+            values: all their tokens concatenated, 1-D.
+            lengths: tokens per sequence; sums to ``len(values)``.
+            sequences_per_document: sequences per document; sums to ``len(lengths)``.
+        """
+        arr = self._coerce(values)
+        lens = np.asarray(lengths, dtype=np.int64)
+        per_doc = np.asarray(sequences_per_document, dtype=np.int64)
+        if int(lens.sum()) != len(arr) or int(per_doc.sum()) != len(lens) or (per_doc.size and per_doc.min() < 0):
+            raise ValueError(
+                f"inconsistent documents: {len(arr)} values, lengths sum to {int(lens.sum())}; {len(lens)} "
+                f"sequences, sequences_per_document sums to {int(per_doc.sum())}"
+            )
+        self._check_open()
+        self._check_no_open_document("add_documents()")
+        self._write(arr)
+        base = len(self._lengths)
+        self._append_lengths(lens)
+        self._doc_index.frombytes((np.cumsum(per_doc, dtype=np.int64) + base).astype("<i8").tobytes())
+
     def end_document(self) -> None:
         """Close the current document: the sequences added since the previous boundary form one document."""
         self._check_open()
@@ -423,11 +453,7 @@ class IndexedDatasetBuilder:
                 f"cannot merge {other.path_prefix} ({other.dtype.name}) into {self.bin_path} ({self.dtype.name}); "
                 "all merged datasets need the same dtype"
             )
-        if self._doc_index[-1] != len(self._lengths):
-            raise ValueError(
-                f"{len(self._lengths) - self._doc_index[-1]} sequences added before add_index({other.path_prefix}) "
-                "are not closed by end_document()"
-            )
+        self._check_no_open_document(f"add_index({other.path_prefix})")
         base = len(self._lengths)
         self._lengths.frombytes(other.sequence_lengths.astype("<i4").tobytes())
         self._doc_index.frombytes((other.document_indices[1:] + base).astype("<i8").tobytes())
