@@ -1,0 +1,207 @@
+"""Train tokenizer files from JSONL text: GPT-2-format byte-level BPE, BERT WordPiece, or SentencePiece.
+
+Each trainer writes the files ``build_tokenizer`` reads (``vocab.json`` + ``merges.txt``, ``vocab.txt``, or
+``<prefix>.model``), plus an HF ``tokenizer.json`` for the two HF-trained kinds, and returns the
+``TokenizerConfig`` that loads them. Files are staged in a temporary folder and moved into place one by one with
+``os.replace``, so an interrupted run never leaves a complete-looking but truncated file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Literal
+
+from megatron.data.corpora import read_jsonl_texts
+from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizer_bpe import EOD_TOKEN
+from megatron.data.tokenizer_wordpiece import REQUIRED_BERT_TOKENS
+from megatron.logging import get_logger
+
+__all__ = ["TrainableType", "TokenizerTrainingConfig", "TrainedTokenizer", "train_tokenizer"]
+
+logger = get_logger(__name__)
+
+TrainableType = Literal["gpt2bpe", "wordpiece", "sentencepiece"]
+SentencePieceModelType = Literal["bpe", "unigram"]
+
+# SentencePiece trains on "sentences" and silently drops any longer than max_sentence_length bytes (default 4192);
+# whole documents (a KJV chapter, a play) are far longer, so lines are cut at whitespace below this many bytes.
+_SP_CHUNK_BYTES = 8192
+
+
+@dataclass(kw_only=True)
+class TokenizerTrainingConfig:
+    """What to train, on which JSONL files, and where to write it."""
+
+    input: list[str] = field(default_factory=list)
+    """JSONL files with one document per line."""
+    json_keys: list[str] = field(default_factory=lambda: ["text"])
+    """Keys of each JSON line whose strings are training text."""
+    type: TrainableType = "gpt2bpe"
+    """gpt2bpe: vocab.json + merges.txt (+ tokenizer.json) with <|endoftext|>; wordpiece: vocab.txt (+ tokenizer.json); sentencepiece: tokenizer.model."""
+    vocab_size: int = 8000
+    """Target vocabulary size, special tokens included."""
+    output_dir: str = ""
+    """Folder that receives the tokenizer files (created if missing)."""
+    min_frequency: int = 2
+    """gpt2bpe/wordpiece: a merge must occur at least this often."""
+    lowercase: bool = True
+    """wordpiece: lower-case and strip accents (load as BertWordPieceLowerCase; --no-lowercase: BertWordPieceCase)."""
+    sentencepiece_model_type: SentencePieceModelType = "bpe"
+    """sentencepiece: the model algorithm."""
+    character_coverage: float = 1.0
+    """sentencepiece: fraction of characters covered by single-character pieces; rarer ones fall back to <unk>."""
+    num_threads: int = 2
+    """sentencepiece: trainer threads."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
+        if self.type == "gpt2bpe" and self.vocab_size < 257:
+            raise ValueError(
+                f"vocab_size ({self.vocab_size}) must be >= 257 for gpt2bpe: 256 byte tokens plus {EOD_TOKEN}"
+            )
+        if self.min_frequency < 1:
+            raise ValueError(f"min_frequency must be >= 1, got {self.min_frequency}")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ValueError(f"character_coverage must be in (0, 1], got {self.character_coverage}")
+        if not self.json_keys:
+            raise ValueError("json_keys must name at least one key")
+
+
+@dataclass(frozen=True)
+class TrainedTokenizer:
+    """Result of ``train_tokenizer``: the files written and the config that loads them."""
+
+    files: tuple[str, ...]
+    """Paths written, inside output_dir."""
+    tokenizer_config: TokenizerConfig
+    """Pass to ``build_tokenizer`` to load the trained tokenizer."""
+
+
+def _texts(cfg: TokenizerTrainingConfig) -> Iterator[str]:
+    for path in cfg.input:
+        if not os.path.isfile(path):
+            raise ValueError(f"input file {path!r} does not exist")
+    return read_jsonl_texts(cfg.input, cfg.json_keys)
+
+
+def _train_gpt2bpe(cfg: TokenizerTrainingConfig, stage: str) -> list[str]:
+    from tokenizers import ByteLevelBPETokenizer
+
+    tok = ByteLevelBPETokenizer(add_prefix_space=False)
+    tok.train_from_iterator(
+        _texts(cfg), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+        special_tokens=[EOD_TOKEN], show_progress=False,
+    )
+    tok.save_model(stage)
+    tok.save(os.path.join(stage, "tokenizer.json"))
+    return ["vocab.json", "merges.txt", "tokenizer.json"]
+
+
+def _train_wordpiece(cfg: TokenizerTrainingConfig, stage: str) -> list[str]:
+    from tokenizers import BertWordPieceTokenizer
+
+    trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, lowercase=cfg.lowercase)
+    trainer.train_from_iterator(
+        _texts(cfg), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+        special_tokens=list(REQUIRED_BERT_TOKENS), show_progress=False,
+    )
+    # HF's trainer numbers its "##" alphabet in hash-map order, so ids (not the token set) change from run to run.
+    # WordPiece encoding is longest-match and ignores ids, so renumbering in a canonical order keeps the
+    # tokenizer and makes the files reproducible: special tokens, then by piece length, then alphabetically.
+    learned = [t for t in trainer.get_vocab() if t not in REQUIRED_BERT_TOKENS]
+    learned.sort(key=lambda t: (len(t.removeprefix("##")), t.startswith("##"), t))
+    ordered = [*REQUIRED_BERT_TOKENS, *learned]
+    with open(os.path.join(stage, "vocab.txt"), "w", encoding="utf-8", newline="\n") as f:
+        f.write("".join(t + "\n" for t in ordered))
+    final = BertWordPieceTokenizer(
+        vocab={t: i for i, t in enumerate(ordered)}, clean_text=True, handle_chinese_chars=True,
+        lowercase=cfg.lowercase,
+    )
+    final.save(os.path.join(stage, "tokenizer.json"))
+    return ["vocab.txt", "tokenizer.json"]
+
+
+def _chunk_lines(texts: Iterable[str], limit: int = _SP_CHUNK_BYTES) -> Iterator[str]:
+    """Split documents into non-empty lines of at most ~``limit`` UTF-8 bytes, cutting at spaces."""
+    for text in texts:
+        for line in text.split("\n"):
+            while len(line.encode("utf-8")) > limit:
+                cut = line.rfind(" ", 0, limit // 4)  # limit//4 characters are at most limit bytes
+                cut = cut if cut > 0 else limit // 4
+                if line[:cut].strip():
+                    yield line[:cut]
+                line = line[cut:].lstrip(" ")
+            if line.strip():
+                yield line
+
+
+def _train_sentencepiece(cfg: TokenizerTrainingConfig, stage: str) -> list[str]:
+    import sentencepiece as spm
+
+    model = io.BytesIO()  # in memory: a model_prefix path would be recorded in the model and break reproducibility
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_chunk_lines(_texts(cfg)), model_writer=model,
+            vocab_size=cfg.vocab_size, model_type=cfg.sentencepiece_model_type,
+            character_coverage=cfg.character_coverage, num_threads=cfg.num_threads,
+            max_sentence_length=2 * _SP_CHUNK_BYTES, minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise ValueError(
+            f"SentencePiece training failed for vocab_size={cfg.vocab_size} on {cfg.input}: {e}. "
+            "A vocab_size larger than the corpus supports is the usual cause; lower --vocab-size"
+        ) from None
+    with open(os.path.join(stage, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    with open(os.path.join(stage, "tokenizer.vocab"), "w", encoding="utf-8", newline="\n") as f:
+        f.write("".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size())))
+    return ["tokenizer.model", "tokenizer.vocab"]
+
+
+def _loader_config(cfg: TokenizerTrainingConfig) -> TokenizerConfig:
+    out = cfg.output_dir
+    if cfg.type == "gpt2bpe":
+        return TokenizerConfig(
+            tokenizer_type="GPT2BPETokenizer",
+            vocab_file=os.path.join(out, "vocab.json"), merge_file=os.path.join(out, "merges.txt"),
+        )
+    if cfg.type == "wordpiece":
+        kind = "BertWordPieceLowerCase" if cfg.lowercase else "BertWordPieceCase"
+        return TokenizerConfig(tokenizer_type=kind, vocab_file=os.path.join(out, "vocab.txt"))
+    return TokenizerConfig(tokenizer_type="SentencePieceTokenizer", tokenizer_model=os.path.join(out, "tokenizer.model"))
+
+
+_TRAINERS = {"gpt2bpe": _train_gpt2bpe, "wordpiece": _train_wordpiece, "sentencepiece": _train_sentencepiece}
+
+
+def train_tokenizer(cfg: TokenizerTrainingConfig) -> TrainedTokenizer:
+    """Train the tokenizer ``cfg`` describes and write its files into ``cfg.output_dir``.
+
+    Raises:
+        ValueError: no input, a missing input file, a malformed JSONL line (file and line named), or a vocab size
+            the corpus cannot fill (SentencePiece).
+    """
+    if not cfg.input:
+        raise ValueError("input: at least one JSONL file is required (--input)")
+    if not cfg.output_dir:
+        raise ValueError("output_dir: required (--output-dir)")
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".train_tokenizer.", dir=cfg.output_dir)
+    try:
+        names = _TRAINERS[cfg.type](cfg, stage)
+        written = []
+        for name in names:
+            final = os.path.join(cfg.output_dir, name)
+            os.replace(os.path.join(stage, name), final)
+            written.append(final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    logger.info("trained %s tokenizer: %s", cfg.type, ", ".join(written))
+    return TrainedTokenizer(files=tuple(written), tokenizer_config=_loader_config(cfg))
