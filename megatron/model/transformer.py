@@ -1,0 +1,257 @@
+"""Pre-LayerNorm transformer layer and stack with tensor-parallel attention and MLP (sequence-first ``[s, b, h]``).
+
+Attention heads are split over the TP ranks (fused QKV column-parallel projection, row-parallel output projection)
+and the core runs through ``torch.nn.functional.scaled_dot_product_attention``. A layer keeps no state tied to the
+sequence length, so random-LTD can run it on any sorted subset of tokens with the matching slice of the mask and of
+the rotary angles. Activation recomputation goes through ``megatron.parallel.random.checkpoint`` so dropout is
+replayed exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megatron.model.config import TransformerConfig
+from megatron.parallel.layers import ColumnParallelLinear, RowParallelLinear, normal_init, scaled_normal_init
+from megatron.parallel.random import MODEL_PARALLEL_RNG, RNGStatesTracker, checkpoint, derive_seed
+from megatron.parallel.state import ParallelState
+from megatron.parallel.utils import divide
+
+__all__ = [
+    "rotary_embedding",
+    "apply_rotary_pos_emb",
+    "ParallelAttention",
+    "ParallelMLP",
+    "TransformerLayer",
+    "TransformerBlock",
+]
+
+
+def rotary_embedding(position_ids: torch.Tensor, dim: int, base: int = 10000) -> torch.Tensor:
+    """RoPE angles for ``position_ids [b|1, s]``: ``[s, b|1, 1, dim]`` fp32 (frequencies repeated twice, as Megatron).
+
+    Angles are a pure function of the positions, so a caller keeping a subset of tokens takes the same subset of
+    this tensor along dim 0.
+    """
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32, device=position_ids.device) / dim))
+    angles = position_ids.transpose(0, 1).float().unsqueeze(-1) * inv_freq  # [s, b, dim/2]
+    return torch.cat((angles, angles), dim=-1).unsqueeze(2)  # [s, b, 1, dim]
+
+
+def apply_rotary_pos_emb(t: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``angles.size(-1)`` channels of ``t [s, b, n, d_head]`` by ``angles [s, b|1, 1, d]``."""
+    dim = angles.size(-1)
+    t_rot, t_pass = t[..., :dim], t[..., dim:]
+    cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
+    x1, x2 = t_rot.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return torch.cat((t_rot * cos + rotated * sin, t_pass), dim=-1)
+
+
+class ParallelAttention(nn.Module):
+    """Self-attention with heads split over TP ranks: ``[s, b, h] -> [s, b, h]``.
+
+    The fused QKV weight is laid out per head (rows ``[q_i; k_i; v_i]`` for head i, Megatron's legacy layout), so
+    the contiguous TP split of its rows hands each rank whole heads. Attention dropout runs under the tracker's
+    model-parallel stream: each rank owns different heads, so their masks must be independent.
+    """
+
+    def __init__(
+        self, config: TransformerConfig, parallel_state: ParallelState, *, rng_tracker: RNGStatesTracker,
+        init_seed: int,
+    ) -> None:
+        super().__init__()
+        tp = parallel_state.tp_size
+        self.heads_per_rank = divide(config.num_attention_heads, tp, "num_attention_heads",
+                                     "tensor_model_parallel_size")
+        self.kv_channels = config.kv_channels
+        projection = config.kv_channels * config.num_attention_heads
+        dtype = config.torch_params_dtype
+        self.query_key_value = ColumnParallelLinear(
+            config.hidden_size, 3 * projection, parallel_state=parallel_state,
+            init_method=normal_init(config.init_method_std), init_seed=derive_seed(init_seed, "query_key_value"),
+            bias=config.add_bias_linear, params_dtype=dtype,
+        )
+        self.dense = RowParallelLinear(
+            projection, config.hidden_size, parallel_state=parallel_state,
+            init_method=scaled_normal_init(config.init_method_std, config.num_layers),
+            init_seed=derive_seed(init_seed, "dense"), bias=config.add_bias_linear, params_dtype=dtype,
+        )
+        self.attention_dropout = config.attention_dropout
+        self.recompute_core = config.recompute_granularity == "selective"
+        self.rng_tracker = rng_tracker
+
+    def _core_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        s, b = q.shape[:2]
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # [b, np/tp, s, hn]
+        dropout_p = self.attention_dropout if self.training else 0.0
+        # SDPA's boolean mask marks positions that take part; ours (Megatron's) marks the masked ones.
+        sdpa_mask = None if attention_mask is None else ~attention_mask
+        with self.rng_tracker.fork(MODEL_PARALLEL_RNG) if dropout_p > 0 else contextlib.nullcontext():
+            # Softmax statistics are accumulated in fp32 inside SDPA's kernels for half inputs.
+            ctx = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal and attention_mask is None
+            )  # [b, np/tp, s, hn]
+        return ctx.permute(2, 0, 1, 3).reshape(s, b, self.heads_per_rank * self.kv_channels)  # [s, b, h/tp]
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+        rotary_pos_emb: torch.Tensor | None, is_causal: bool,
+    ) -> torch.Tensor:
+        s, b = hidden_states.shape[:2]
+        qkv = self.query_key_value(hidden_states)  # [s, b, 3*h/tp]
+        qkv = qkv.view(s, b, self.heads_per_rank, 3 * self.kv_channels)
+        q, k, v = qkv.split(self.kv_channels, dim=-1)  # each [s, b, np/tp, hn]
+        if rotary_pos_emb is not None:
+            q, k = apply_rotary_pos_emb(q, rotary_pos_emb), apply_rotary_pos_emb(k, rotary_pos_emb)
+        if self.recompute_core:
+            ctx = checkpoint(self._core_attention, q, k, v, attention_mask, is_causal, rng_tracker=self.rng_tracker)
+        else:
+            ctx = self._core_attention(q, k, v, attention_mask, is_causal)
+        return self.dense(ctx)  # [s, b, h]
+
+
+class ParallelMLP(nn.Module):
+    """``h -> ffn/tp -> h`` GELU MLP: column-parallel up projection, row-parallel down projection."""
+
+    def __init__(self, config: TransformerConfig, parallel_state: ParallelState, *, init_seed: int) -> None:
+        super().__init__()
+        divide(config.ffn_hidden_size, parallel_state.tp_size, "ffn_hidden_size", "tensor_model_parallel_size")
+        dtype = config.torch_params_dtype
+        self.dense_h_to_4h = ColumnParallelLinear(
+            config.hidden_size, config.ffn_hidden_size, parallel_state=parallel_state,
+            init_method=normal_init(config.init_method_std), init_seed=derive_seed(init_seed, "dense_h_to_4h"),
+            bias=config.add_bias_linear, params_dtype=dtype,
+        )
+        self.dense_4h_to_h = RowParallelLinear(
+            config.ffn_hidden_size, config.hidden_size, parallel_state=parallel_state,
+            init_method=scaled_normal_init(config.init_method_std, config.num_layers),
+            init_seed=derive_seed(init_seed, "dense_4h_to_h"), bias=config.add_bias_linear, params_dtype=dtype,
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        intermediate = F.gelu(self.dense_h_to_4h(hidden_states))  # [s, b, ffn/tp]
+        return self.dense_4h_to_h(intermediate)  # [s, b, h]
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LayerNorm block: ``x + drop(attn(ln1(x)))``, then ``y + drop(mlp(ln2(y)))``.
+
+    Hidden dropout acts on the replicated ``[s, b, h]`` stream and therefore uses torch's default generator, which
+    the training setup seeds identically on all TP ranks.
+    """
+
+    def __init__(
+        self, config: TransformerConfig, parallel_state: ParallelState, layer_number: int, *,
+        rng_tracker: RNGStatesTracker, init_seed: int,
+    ) -> None:
+        super().__init__()
+        self.layer_number = layer_number
+        dtype = config.torch_params_dtype
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon, dtype=dtype)
+        self.self_attention = ParallelAttention(
+            config, parallel_state, rng_tracker=rng_tracker, init_seed=derive_seed(init_seed, "self_attention")
+        )
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon, dtype=dtype)
+        self.mlp = ParallelMLP(config, parallel_state, init_seed=derive_seed(init_seed, "mlp"))
+        self.hidden_dropout = config.hidden_dropout
+        self.residual_post_layernorm = config.apply_residual_connection_post_layernorm
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        rotary_pos_emb: torch.Tensor | None = None, *, is_causal: bool = True,
+    ) -> torch.Tensor:
+        """Run the layer on ``s`` tokens (any ``s``: the full sequence or a kept subset).
+
+        Args:
+            hidden_states: ``[s, b, h]``.
+            attention_mask: bool ``[b|1, 1, s, s]``, True = masked; None means causal (``is_causal``) or no mask.
+                An explicit mask is used as given (it must contain the causal part itself).
+            rotary_pos_emb: RoPE angles ``[s, b|1, 1, d]`` for exactly these tokens, or None.
+            is_causal: with no mask, attend causally (lets SDPA use its flash / memory-efficient kernels).
+
+        Returns:
+            ``[s, b, h]``.
+        """
+        s = hidden_states.size(0)
+        if rotary_pos_emb is not None and rotary_pos_emb.size(0) != s:
+            raise ValueError(
+                f"rotary_pos_emb covers {rotary_pos_emb.size(0)} tokens but hidden_states has {s}; "
+                "slice the angles at the kept positions"
+            )
+        if attention_mask is not None and tuple(attention_mask.shape[-2:]) != (s, s):
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match {s} tokens")
+        ln_out = self.input_layernorm(hidden_states)
+        attn = self.self_attention(ln_out, attention_mask, rotary_pos_emb, is_causal)
+        residual = ln_out if self.residual_post_layernorm else hidden_states
+        hidden = residual + F.dropout(attn, self.hidden_dropout, self.training)
+        ln_out = self.post_attention_layernorm(hidden)
+        residual = ln_out if self.residual_post_layernorm else hidden
+        return residual + F.dropout(self.mlp(ln_out), self.hidden_dropout, self.training)
+
+
+class TransformerBlock(nn.Module):
+    """``num_layers`` transformer layers and the final LayerNorm.
+
+    ``layers`` is a plain ``nn.ModuleList``: entries may be replaced by wrappers (random-LTD) that accept
+    ``wrapper(hidden_states, attention_mask=..., rotary_pos_emb=..., is_causal=...)``; the block always calls layers
+    with those keywords and passes the full-sequence mask and rotary angles for the wrapper to slice.
+    """
+
+    def __init__(
+        self, config: TransformerConfig, parallel_state: ParallelState, *, rng_tracker: RNGStatesTracker,
+        init_seed: int,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(config, parallel_state, i, rng_tracker=rng_tracker,
+                             init_seed=derive_seed(init_seed, "layers", i))
+            for i in range(config.num_layers)
+        )
+        self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon,
+                                            dtype=config.torch_params_dtype)
+        self.rng_tracker = rng_tracker
+        self.recompute_full = config.recompute_granularity == "full"
+        self.recompute_method = config.recompute_method
+        self.recompute_num_layers = config.recompute_num_layers
+
+    def _run_layers(
+        self, hidden_states: torch.Tensor, start: int, end: int, attention_mask: torch.Tensor | None,
+        rotary_pos_emb: torch.Tensor | None, is_causal: bool,
+    ) -> torch.Tensor:
+        for layer in self.layers[start:end]:
+            hidden_states = layer(
+                hidden_states, attention_mask=attention_mask, rotary_pos_emb=rotary_pos_emb, is_causal=is_causal
+            )
+        return hidden_states
+
+    def _chunks(self) -> list[tuple[int, int, bool]]:
+        """``(start, end, recompute)`` spans covering all layers, per the recomputation settings."""
+        n = len(self.layers)
+        if not (self.recompute_full and self.training):
+            return [(0, n, False)]
+        k = self.recompute_num_layers
+        if self.recompute_method == "uniform":
+            return [(i, min(i + k, n), True) for i in range(0, n, k)]
+        return [(i, i + 1, i < k) for i in range(n)]  # block: the first k layers, one checkpoint each
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        rotary_pos_emb: torch.Tensor | None = None, *, is_causal: bool = True,
+    ) -> torch.Tensor:
+        """``[s, b, h] -> [s, b, h]`` (after the final LayerNorm); arguments as :meth:`TransformerLayer.forward`."""
+        for start, end, recompute in self._chunks():
+            if recompute:
+                hidden_states = checkpoint(
+                    self._run_layers, hidden_states, start, end, attention_mask, rotary_pos_emb, is_causal,
+                    rng_tracker=self.rng_tracker,
+                )
+            else:
+                hidden_states = self._run_layers(hidden_states, start, end, attention_mask, rotary_pos_emb, is_causal)
+        return self.final_layernorm(hidden_states)
