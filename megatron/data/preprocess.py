@@ -33,8 +33,6 @@ __all__ = ["PreprocessConfig", "PreprocessStats", "preprocess", "expand_inputs",
 
 logger = get_logger(__name__)
 
-CHUNK_BYTES = 1 << 20  # lines per work unit: big enough to amortise IPC, small enough to balance workers
-
 
 @dataclasses.dataclass(kw_only=True)
 class PreprocessConfig:
@@ -59,6 +57,9 @@ class PreprocessConfig:
     """Split the input into this many contiguous parts written concurrently, then merged in order."""
     log_interval: int = 1000
     """Log progress every this many documents."""
+    chunk_bytes: int = 1 << 20
+    """Input bytes per work unit handed to a worker: large enough to amortise inter-process traffic, small enough
+    to keep workers balanced. Does not change the output."""
     skip_invalid: bool = False
     """Skip (and count) malformed JSON lines, missing keys, non-string values and invalid UTF-8 instead of
     stopping with an error."""
@@ -68,7 +69,7 @@ class PreprocessConfig:
             raise ValueError("input: give at least one JSONL file or glob")
         if not self.json_keys or len(set(self.json_keys)) != len(self.json_keys):
             raise ValueError(f"json_keys must be non-empty and unique, got {self.json_keys}")
-        for name in ("workers", "partitions", "log_interval"):
+        for name in ("workers", "partitions", "log_interval", "chunk_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -330,7 +331,7 @@ def _encoded_chunks(
     spans: Sequence[_Span], cfg: PreprocessConfig, tokenizer: Any, dtype: np.dtype, workers: int
 ) -> Iterator[_ChunkResult]:
     """Results for every chunk of ``spans`` in input order, encoded by ``workers`` processes (inline if 1)."""
-    chunks = (c for span in spans for c in _read_chunks(span, CHUNK_BYTES))
+    chunks = (c for span in spans for c in _read_chunks(span, cfg.chunk_bytes))
     if workers <= 1:
         encoder = _Encoder(cfg, tokenizer, dtype)
         yield from map(encoder.encode_chunk, chunks)

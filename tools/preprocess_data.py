@@ -1,0 +1,66 @@
+"""Tokenize JSONL corpora into Megatron ``.bin/.idx`` pairs (``{output_prefix}_{key}_{document|sentence}``).
+
+Thin CLI over ``megatron.data.preprocess``: flags are generated from ``PreprocessConfig`` and ``TokenizerConfig``
+and keep Megatron's spellings, e.g.::
+
+    python tools/preprocess_data.py --input corpus.jsonl --output-prefix data/kjv --append-eod --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from megatron.config import add_dataclass_arguments, dataclass_from_namespace
+from megatron.data.preprocess import PreprocessConfig, PreprocessStats, preprocess
+from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.logging import setup_logging
+
+REQUIRED = ("input", "output_prefix")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Tokenize JSONL corpora into Megatron .bin/.idx pairs ({output_prefix}_{key}_{document|sentence})."
+    )
+    add_dataclass_arguments(parser, PreprocessConfig, title="input/output")
+    add_dataclass_arguments(parser, TokenizerConfig, title="tokenizer")
+    parser.add_argument("--no-progress", action="store_true", help="Never show the progress bar.")
+    return parser
+
+
+def summary(stats: PreprocessStats) -> str:
+    """One-paragraph report of a run."""
+    lines = [
+        f"documents: {stats.documents}  tokens: {stats.tokens}  sequences: {stats.sequences}",
+        f"skipped: {stats.skipped_invalid} invalid, {stats.skipped_empty} empty",
+        f"time: {stats.seconds:.2f} s  input: {stats.input_bytes / 1e6:.2f} MB  throughput: {stats.mb_per_s:.2f} MB/s"
+        f"  ({stats.tokens / max(stats.seconds, 1e-9):,.0f} tokens/s)",
+        *(f"wrote {prefix}.bin/.idx" for prefix in stats.outputs),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = ["--" + name.replace("_", "-") for name in REQUIRED if not hasattr(args, name)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    setup_logging()
+    try:
+        cfg = dataclass_from_namespace(PreprocessConfig, args)
+        tokenizer = build_tokenizer(dataclass_from_namespace(TokenizerConfig, args))
+        stats = preprocess(cfg, tokenizer, progress=False if args.no_progress else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return 130
+    print(summary(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
