@@ -1,4 +1,4 @@
-"""Tests for the MMIDIDX ``.bin/.idx`` format: builder/reader round trips, exact bytes, validation on open, atomicity."""
+"""Tests for the MMIDIDX ``.bin/.idx`` format: round trips, exact bytes, validation on open, atomic writes."""
 
 from __future__ import annotations
 

@@ -188,7 +188,8 @@ def test_missing_input_and_required_flags(tmp_path, run_preprocess_data):
         ("Pi is 3.14 today. E.g. this, e.g. that. Done.", ["Pi is 3.14 today.", "E.g. this, e.g. that.", "Done."]),
         ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
         ('"Why?" she asked. "Because!" He ran.', ['"Why?" she asked.', '"Because!"', "He ran."]),
-        ("J. R. R. Tolkien wrote. Acme Inc. The firm grew.", ["J. R. R. Tolkien wrote.", "Acme Inc.", "The firm grew."]),
+        ("J. R. R. Tolkien wrote. Acme Inc. The firm grew.",
+         ["J. R. R. Tolkien wrote.", "Acme Inc.", "The firm grew."]),
         ("On Jan. 5 it rained... then it stopped. Wow...", ["On Jan. 5 it rained... then it stopped.", "Wow..."]),
         ("A line\nwithout end\n\nNew paragraph", ["A line\nwithout end", "New paragraph"]),
         ("Visit example.com today. See Fig. 2 now.", ["Visit example.com today.", "See Fig. 2 now."]),
@@ -199,3 +200,79 @@ def test_sentence_splitter_rules(text, sentences):
     keep_newlines the pieces concatenate back to the exact text."""
     assert split_sentences(text) == sentences
     assert "".join(split_sentences(text, keep_newlines=True)) == text
+
+
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_ctrl_c_leaves_no_pair(tmp_path, partitions):
+    """Ctrl-C (SIGINT to the whole process group) mid-run exits 130 and leaves no output pair or temporary file."""
+    import signal
+    import subprocess
+    import sys
+
+    from data.conftest import PREPROCESS_TOOL
+
+    line = json.dumps({"text": "In the beginning God created the heaven and the earth. " * 20}) + "\n"
+    corpus = tmp_path / "big.jsonl"
+    corpus.write_text(line * 40000, encoding="utf-8")  # ~45 MB: several seconds of work
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(PREPROCESS_TOOL), "--no-progress", "--input", str(corpus), "--output-prefix",
+         str(out / "x"), "--workers", "2", "--partitions", str(partitions), "--log-interval", "100"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert "Processed" in proc.stderr.readline(), "the run did not start"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert _files(out) == []
+
+
+def test_partition_spans_cover_every_line_once_in_order(tmp_path):
+    """However files are cut into partitions and chunks, reading the spans yields every line exactly once, in
+    order (lines cut by a span boundary belong to the span where they start)."""
+    import random
+
+    from megatron.data.preprocess import _plan_partitions, _read_chunks
+
+    rng = random.Random(0)
+    for trial in range(200):
+        paths, expected = [], []
+        for f in range(rng.randint(1, 4)):
+            lines = [b"x" * rng.randint(0, 30) + b"\n" for _ in range(rng.randint(0, 20))]
+            if lines and len(lines[-1]) > 1 and rng.random() < 0.3:
+                lines[-1] = lines[-1][:-1]  # last line without a newline
+            path = tmp_path / f"t{trial}_{f}.jsonl"
+            path.write_bytes(b"".join(lines))
+            paths.append(str(path))
+            expected += [(str(path), line) for line in lines]
+        partitions = rng.randint(1, 5)
+        plan = _plan_partitions(paths, partitions)
+        assert 1 <= len(plan) <= partitions
+        got = [(p, line) for group in plan for span in group
+               for p, _, lines in _read_chunks(span, rng.randint(1, 50)) for line in lines]
+        assert got == expected, f"trial {trial}: {plan}"
+
+
+def test_line_number_is_exact_with_partitions(tmp_path, gpt2):
+    """The reported line number counts from the start of the file even when the bad line is in a later partition."""
+    lines = [b'{"text": "ok %d"}\n' % i for i in range(60)]
+    lines[36] = b'{"text": oops}\n'
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_bytes(b"".join(lines))
+    cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / "o"), partitions=3, chunk_bytes=40)
+    with pytest.raises(ValueError, match=rf"{corpus}:37: malformed JSON"):
+        preprocess(cfg, gpt2)
+
+
+def test_keep_newlines_keeps_whitespace_in_sentences(tmp_path, gpt2):
+    """--keep-newlines tokenizes each sentence with the newlines that follow it; without it they are stripped."""
+    corpus = write_jsonl(tmp_path / "n.jsonl", [{"text": "First one.\n\nSecond one."}])
+    for keep, first in ((True, "First one.\n\n"), (False, "First one.")):
+        cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / f"k{keep}"), split_sentences=True,
+                               keep_newlines=keep)
+        ds = IndexedDataset(preprocess(cfg, gpt2).outputs[0])
+        assert [ds[0].tolist(), ds[1].tolist()] == [gpt2.tokenize(first), gpt2.tokenize("Second one.")]
