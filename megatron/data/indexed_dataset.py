@@ -257,6 +257,8 @@ class IndexedDataset:
         return i
 
     def _read(self, byte_offset: int, count: int) -> np.ndarray:
+        if self._bin_buffer is None:
+            raise ValueError(f"IndexedDataset({self.path_prefix!r}) is closed")
         if count == 0:
             return np.empty(0, dtype=self.dtype)
         return np.frombuffer(self._bin_buffer, dtype=self.dtype, count=count, offset=byte_offset)
@@ -291,8 +293,9 @@ class IndexedDataset:
         return self._read(int(self.sequence_pointers[i]) + offset * self.dtype.itemsize, length)
 
     def close(self) -> None:
-        """Drop this object's references to the mappings; arrays already returned keep theirs and stay valid."""
-        self._idx_buffer = self._bin_buffer = b""
+        """Stop reading tokens. The mappings are never unmapped explicitly: arrays already returned (and the index
+        arrays) hold their own references and stay valid; the OS mapping goes away with the last of them."""
+        self._bin_buffer = None
 
     def __enter__(self) -> IndexedDataset:
         return self

@@ -92,6 +92,8 @@ def test_arrays_outlive_dataset_and_pickle(tmp_path):
     a, b = ds[3], ds.get(0, 1)
     ds2 = pickle.loads(pickle.dumps(ds))
     ds.close()
+    with pytest.raises(ValueError, match="is closed"):
+        ds[0]
     del ds
     gc.collect()
     assert a.tolist() == [6, 7, 8, 9] and b.tolist() == [2, 3] and not a.flags.writeable
