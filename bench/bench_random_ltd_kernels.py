@@ -165,7 +165,8 @@ def main() -> None:
     peak = args.peak_tbs * 1e12
     print(f"device: {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
           f"date {datetime.date.today().isoformat()}")
-    print(f"D2D copy roof: {roof / 1e12:.2f} TB/s (read+write) = {100 * roof / peak:.1f}% of the {args.peak_tbs} TB/s peak")
+    print(f"D2D copy roof: {roof / 1e12:.2f} TB/s (read+write) = {100 * roof / peak:.1f}% "
+          f"of the {args.peak_tbs} TB/s peak")
     rows = []
     for h in (1024, 2048, 4096, 1023):
         rows += gather_scatter_rows(ext, 2048, 8, h, 1024, torch.bfloat16)

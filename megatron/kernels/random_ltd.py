@@ -221,7 +221,9 @@ def sort_tokens(indices: torch.Tensor, seq_len: int) -> torch.Tensor:
         int64 tensor of the same shape, each row ascending.
     """
     if indices.dim() < 1 or indices.shape[-1] > seq_len:
-        raise ValueError(f"random_ltd.sort_tokens: need [..., r] with r <= seq_len ({seq_len}), got {tuple(indices.shape)}")
+        raise ValueError(
+            f"random_ltd.sort_tokens: need [..., r] with r <= seq_len ({seq_len}), got {tuple(indices.shape)}"
+        )
     if indices.device.type == "cpu":
         _check_index_values(indices.reshape(-1, indices.shape[-1]), seq_len)
     ext = _ext_for(indices)
@@ -253,7 +255,7 @@ def gather_tokens(hidden: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 
 def scatter_tokens(hidden: torch.Tensor, part: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Put the processed kept tokens back: a new tensor equal to ``hidden`` except ``out[indices[j, i], j] = part[i, j]``.
+    """Put the processed kept tokens back: a copy of ``hidden`` with ``out[indices[j, i], j] = part[i, j]``.
 
     Dropped tokens pass through unchanged, in value and in gradient; kept rows of ``hidden`` get zero gradient and
     ``part`` gets the gathered output gradient (exact autograd of the out-of-place scatter). ``hidden`` is not

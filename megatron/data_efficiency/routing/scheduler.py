@@ -31,7 +31,9 @@ class RandomLTDScheduleSteps:
 
     def __post_init__(self) -> None:
         if self.require_steps < 1:
-            raise ValueError(f"random_ltd_schedule.schedule_config.require_steps must be >= 1, got {self.require_steps}")
+            raise ValueError(
+                f"random_ltd_schedule.schedule_config.require_steps must be >= 1, got {self.require_steps}"
+            )
         if self.seq_per_step < 1:
             raise ValueError(f"random_ltd_schedule.schedule_config.seq_per_step must be >= 1, got {self.seq_per_step}")
 
