@@ -111,7 +111,10 @@ def _require_file(cfg: TokenizerConfig, field: str) -> str:
     if path is None:
         raise ValueError(f"{cfg.tokenizer_type} needs {field} ({flag}); it is not set")
     if not os.path.exists(path):
-        raise ValueError(f"{cfg.tokenizer_type}: {field} ({flag}) {path!r} does not exist")
+        hint = ""
+        if cfg.tokenizer_type == "HuggingFaceTokenizer":
+            hint = "; pass a local tokenizer.json or a folder holding one (hub names are not downloaded)"
+        raise ValueError(f"{cfg.tokenizer_type}: {field} ({flag}) {path!r} does not exist{hint}")
     if field != "tokenizer_model" and not os.path.isfile(path):
         raise ValueError(f"{cfg.tokenizer_type}: {field} ({flag}) {path!r} is not a file")
     return path
