@@ -120,6 +120,9 @@ class DatasetLayout:
         positions = []
         for c, n in enumerate(component_sizes):
             where = np.flatnonzero(dataset_index == c)
+            if len(where) and int(dataset_sample_index[where].max()) >= n:
+                raise ValueError(f"the blend uses sample {int(dataset_sample_index[where].max())} of component {c}, "
+                                 f"which has only {n} samples")
             pos = np.full(n, -1, dtype=np.int64)
             # Reversed assignment keeps the first position when the blend repeats a sample.
             pos[dataset_sample_index[where][::-1]] = where[::-1]
