@@ -1,6 +1,6 @@
 """Run a test body in several processes, each a rank of a freshly initialized ``torch.distributed`` group.
 
-Our own small replacement for ``torch.testing._internal``'s multi-process test case: ``run_distributed`` spawns
+Our own small replacement for ``torch.testing._internal``'s multi-process test case: ``run_distributed`` starts
 ``world_size`` processes, joins them into one process group (gloo by default; ``backend="nccl"`` on a GPU box), calls
 the body on every rank and returns each rank's result in rank order. A failure on any rank is re-raised in the
 parent with the child's traceback, and ranks left waiting in a collective are terminated instead of hanging.
@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["run_distributed", "free_port", "RemoteTraceback"]
+__all__ = ["run_distributed", "free_port", "RemoteTraceback", "all_gather_cat"]
 
 _HOST = "127.0.0.1"
 # Seconds the parent waits for the other ranks once one rank has failed: they are usually stuck in a collective
@@ -90,6 +90,15 @@ def _raise_child_error(rank: int, blob: bytes | None, tb: str) -> None:
     raise RuntimeError(f"rank {rank} failed") from remote
 
 
+def _context():
+    """A forkserver context that has imported torch once: each rank is then a cheap fork of a clean, single-threaded
+    server instead of a fresh interpreter importing torch (seconds per rank on a busy two-core CI machine). The
+    server never runs torch ops, so forking it is safe (no OpenMP pools or CUDA contexts to inherit)."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed"])
+    return ctx
+
+
 def run_distributed(
     fn: Callable[..., Any],
     world_size: int,
@@ -100,7 +109,7 @@ def run_distributed(
     threads_per_rank: int = 1,
     **kwargs: Any,
 ) -> list:
-    """Run ``fn(rank, world_size, *args, **kwargs)`` in ``world_size`` spawned processes and collect the results.
+    """Run ``fn(rank, world_size, *args, **kwargs)`` in ``world_size`` new processes and collect the results.
 
     Args:
         fn: a module-level (picklable) function; it runs with the default process group initialized.
@@ -121,7 +130,7 @@ def run_distributed(
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     results = ctx.Queue()
     store = None
     if init_process_group:
@@ -186,3 +195,12 @@ def _collect(procs: list, results: Any, world_size: int, timeout_s: float) -> li
         missing = sorted(set(range(world_size)) - set(values))
         raise TimeoutError(f"ranks {missing} did not finish within {timeout_s} s (world_size={world_size})")
     return [values[r] for r in range(world_size)]
+
+
+def all_gather_cat(tensor: torch.Tensor, dim: int, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """Concatenate every rank's ``tensor`` along ``dim`` in group-rank order (re-assembles a TP-sharded tensor)."""
+    if group is None or dist.get_world_size(group) == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.cat(parts, dim=dim)

@@ -27,8 +27,11 @@ def _layout_body(rank: int, world_size: int, tp: int) -> dict:
     return out
 
 
-def _bad_tp_body(rank: int, world_size: int) -> None:
-    ParallelState.build(3)
+def _tp_equals_world_body(rank: int, world_size: int) -> dict:
+    out = _layout_body(rank, world_size, world_size)
+    with pytest.raises(ValueError, match=r"world size \(2\) must be divisible by tensor_model_parallel_size \(3\)"):
+        ParallelState.build(3)
+    return out
 
 
 def _fail_on_rank1(rank: int, world_size: int) -> int:
@@ -55,10 +58,8 @@ def test_build_megatron_layout_world4():
 def test_build_size_one_groups_are_none_and_errors_propagate():
     """TP == world gives dp_group None; a non-dividing TP size raises ValueError on every rank; a child's
     exception is re-raised in the parent with its type, and a rank stuck in a collective does not hang the test."""
-    outs = run_distributed(_layout_body, 2, 2)
+    outs = run_distributed(_tp_equals_world_body, 2)
     assert all(o["dp_group_none"] and not o["tp_group_none"] and o["dp_size"] == 1 for o in outs)
-    with pytest.raises(ValueError, match=r"world size \(2\) must be divisible by tensor_model_parallel_size \(3\)"):
-        run_distributed(_bad_tp_body, 2)
     with pytest.raises(KeyError, match="boom on rank 1"):
         run_distributed(_fail_on_rank1, 2, timeout_s=60)
 
