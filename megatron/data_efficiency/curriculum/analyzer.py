@@ -195,7 +195,11 @@ def _sample_tokens(item: Any) -> np.ndarray:
 
 
 def _collate(items: list[Any]) -> dict[str, np.ndarray]:
-    batch = {"tokens": np.stack([_sample_tokens(it) for it in items]).astype(np.int64, copy=False)}
+    first = _sample_tokens(items[0])
+    tokens = np.empty((len(items), len(first)), dtype=np.int64)
+    for k, it in enumerate(items):
+        tokens[k] = _sample_tokens(it)  # one copy per sample; ValueError if lengths differ
+    batch = {"tokens": tokens}
     if items and isinstance(items[0], dict) and "padding_mask" in items[0]:
         batch["padding_mask"] = np.stack([np.asarray(it["padding_mask"]) for it in items])
     return batch
