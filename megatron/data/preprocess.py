@@ -227,6 +227,12 @@ class _Encoder:
         self.cfg, self.tokenizer, self.dtype = cfg, tokenizer, np.dtype(dtype)
         self.eod = tokenizer.eod if cfg.append_eod else None
         self.max_id = np.iinfo(self.dtype).max
+        self._tokenize_batch = tokenizer.tokenize_batch
+        if getattr(tokenizer, "engine", None) == "tiktoken":
+            # TODO(tokenizer owner): tiktoken's encode_ordinary_batch pays one thread-pool future per text and starts
+            # min(8, cpu_count) threads in every worker process, on cores the workers already fill: measured 2-4x
+            # slower than a plain loop for verse-sized documents (bench/bench_preprocess.py). Same ids either way.
+            self._tokenize_batch = lambda texts: [tokenizer.tokenize(t) for t in texts]
 
     def _parse(self, line: bytes) -> tuple[list[str] | None, str | None]:
         """Return (values per json key, None), (None, error message), or (None, None) for a blank line."""
@@ -282,11 +288,11 @@ class _Encoder:
         if self.cfg.split_sentences:
             sentences = [split_sentences(t, self.cfg.keep_newlines) for t in texts]
             flat = list(itertools.chain.from_iterable(sentences))
-            ids = iter(self.tokenizer.tokenize_batch(flat)) if flat else iter(())
+            ids = iter(self._tokenize_batch(flat)) if flat else iter(())
             docs = [[s for s in itertools.islice(ids, len(sents)) if s] for sents in sentences]
         else:
             kept = [t for t in texts if t.strip()]
-            docs = [[s] if s else [] for s in self.tokenizer.tokenize_batch(kept)] if kept else []
+            docs = [[s] if s else [] for s in self._tokenize_batch(kept)] if kept else []
             stats.skipped_empty += len(texts) - len(kept)
         nonempty = [d for d in docs if d]
         stats.skipped_empty += len(docs) - len(nonempty)
