@@ -228,11 +228,6 @@ class _Encoder:
         self.eod = tokenizer.eod if cfg.append_eod else None
         self.max_id = np.iinfo(self.dtype).max
         self._tokenize_batch = tokenizer.tokenize_batch
-        if getattr(tokenizer, "engine", None) == "tiktoken":
-            # TODO(tokenizer owner): tiktoken's encode_ordinary_batch pays one thread-pool future per text and starts
-            # min(8, cpu_count) threads in every worker process, on cores the workers already fill: measured 2-4x
-            # slower than a plain loop for verse-sized documents (bench/bench_preprocess.py). Same ids either way.
-            self._tokenize_batch = lambda texts: [tokenizer.tokenize(t) for t in texts]
 
     def _parse(self, line: bytes) -> tuple[list[str] | None, str | None]:
         """Return (values per json key, None), (None, error message), or (None, None) for a blank line."""
