@@ -1,0 +1,456 @@
+"""Training-room config and the composed ``PretrainConfig`` with its command line and cross-room validation.
+
+``TrainingConfig`` holds the optimizer, schedule, precision, evaluation, logging, checkpoint and exit knobs with
+Megatron's flag names and defaults. ``PretrainConfig`` composes every room's dataclass, generates one argparse
+parser from them (a flag defined by two rooms is a programming error), and ``validate()`` runs the cross-room
+rules, one small named function each, before any process group exists, so every rank fails the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from megatron.config import add_dataclass_arguments, dataclass_from_namespace, dataclass_to_dict, flag_name
+from megatron.data.config import DataConfig
+from megatron.data.tokenizer import TokenizerConfig
+from megatron.model.config import TransformerConfig
+from megatron.parallel.config import ParallelConfig
+from megatron.training.lr_schedule import LRDecayStyle, LRScheduleSpec
+
+__all__ = ["TrainingConfig", "MegatronCompatConfig", "PretrainConfig", "format_config"]
+
+
+@dataclass(kw_only=True)
+class TrainingConfig:
+    """Optimization, precision, evaluation, logging, checkpointing and exit (Megatron's flags and defaults)."""
+
+    micro_batch_size: int = 1
+    """Samples per micro-batch per data-parallel rank."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all ranks; default micro_batch_size x data-parallel size."""
+    train_iters: int | None = None
+    """Optimizer steps to train for (exclusive with --train-samples)."""
+    train_samples: int | None = None
+    """Samples to train for (exclusive with --train-iters)."""
+    train_tokens: int | None = None
+    """Stop once this many tokens (counted from the actual batches) have been consumed; alone or as a further
+    stop with --train-iters/--train-samples as an upper bound (as Megatron-DeepSpeed's recipes do)."""
+    lr: float | None = None
+    """Peak learning rate (required)."""
+    min_lr: float = 0.0
+    """Learning rate floor at the end of decay."""
+    lr_decay_style: LRDecayStyle = "linear"
+    """Decay after warmup."""
+    lr_decay_iters: int | None = None
+    """Decay length in iterations (x global batch = samples); default the training length."""
+    lr_decay_samples: int | None = None
+    """Decay length in samples; default the training length."""
+    lr_decay_tokens: int | None = None
+    """Decay length in tokens: switches the schedule to token counting (Megatron-DeepSpeed)."""
+    lr_warmup_fraction: float | None = None
+    """Warmup as a fraction of the decay length."""
+    lr_warmup_iters: int = 0
+    """Warmup length in iterations."""
+    lr_warmup_samples: int = 0
+    """Warmup length in samples."""
+    lr_warmup_tokens: int | None = None
+    """Warmup length in tokens."""
+    lr_warmup_init: float = 0.0
+    """Learning rate at the start of warmup."""
+    override_opt_param_scheduler: bool = field(default=False, metadata={"aliases": ["--override-opt_param-scheduler"]})
+    """On resume, use the command line's schedule and ignore the checkpoint's."""
+    use_checkpoint_opt_param_scheduler: bool = field(
+        default=False, metadata={"aliases": ["--use-checkpoint-opt_param-scheduler"]}
+    )
+    """On resume, take the schedule from the checkpoint."""
+    optimizer: Literal["adam"] = "adam"
+    """Optimizer (AdamW with decoupled weight decay, as Megatron's Adam)."""
+    weight_decay: float = 0.01
+    """Weight decay of matrices (biases and norms get none)."""
+    adam_beta1: float = 0.9
+    """Adam first-moment decay."""
+    adam_beta2: float = 0.999
+    """Adam second-moment decay."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    clip_grad: float = 1.0
+    """Global gradient-norm clipping threshold (0 disables)."""
+    fp16: bool = False
+    """fp16 model with fp32 master weights and loss scaling."""
+    bf16: bool = False
+    """bf16 model with fp32 master weights and fp32 gradient accumulation."""
+    loss_scale: float | None = None
+    """Static loss scale for fp16; default dynamic scaling."""
+    initial_loss_scale: float = 2.0**32
+    """Initial dynamic loss scale."""
+    min_loss_scale: float = 1.0
+    """Dynamic loss scale floor."""
+    loss_scale_window: int = 1000
+    """Clean steps before the dynamic loss scale doubles."""
+    hysteresis: int = 2
+    """Overflows tolerated before the dynamic loss scale halves."""
+    check_for_nan_in_loss_and_grad: bool = True
+    """Stop with an error on a non-finite loss or gradient norm (bf16/fp32); fp16 overflows are always skipped."""
+    seed: int = 1234
+    """Random seed (python, numpy, torch, model-parallel RNG tracker)."""
+    eval_interval: int = 1000
+    """Evaluate on the validation split every this many iterations."""
+    eval_iters: int = 100
+    """Global batches per evaluation (0 disables evaluation)."""
+    skip_test: bool = False
+    """Do not evaluate the test split at the end of training."""
+    log_interval: int = 100
+    """Iterations between console/metrics lines."""
+    tensorboard_dir: str | None = None
+    """Write TensorBoard scalars here."""
+    metrics_file: str | None = None
+    """Append one JSON object per log interval and per evaluation to this file."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s of one device for MFU; default a table of known GPUs (MFU omitted on CPU)."""
+    save: str | None = None
+    """Checkpoint directory to write."""
+    save_interval: int | None = None
+    """Iterations between checkpoints."""
+    load: str | None = None
+    """Checkpoint directory to resume from."""
+    no_load_optim: bool = False
+    """Load model weights (and counters) but not the optimizer, loss scaler and LR schedule."""
+    no_load_rng: bool = False
+    """Do not restore random states."""
+    finetune: bool = False
+    """Load model weights only and start counting at iteration 0."""
+    exit_interval: int | None = None
+    """Save (if --save) and exit when the iteration is a multiple of this."""
+    exit_duration_in_mins: float | None = None
+    """Save (if --save) and exit after this many minutes of training."""
+    exit_signal_handler: bool = False
+    """On SIGTERM, save (if --save) and exit cleanly after the current iteration."""
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch_size", "log_interval", "eval_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1; change {flag_name(name)}")
+        if self.fp16 and self.bf16:
+            raise ValueError("fp16 and bf16 are both set; pass only one of --fp16 / --bf16")
+        warmups = [n for n in ("lr_warmup_fraction", "lr_warmup_tokens") if getattr(self, n) is not None]
+        warmups += [n for n in ("lr_warmup_iters", "lr_warmup_samples") if getattr(self, n)]
+        if len(warmups) > 1:
+            raise ValueError(
+                f"several warmup lengths given ({', '.join(flag_name(n) for n in warmups)}); pass only one"
+            )
+        if self.lr_warmup_fraction is not None and not 0.0 <= self.lr_warmup_fraction <= 1.0:
+            raise ValueError(f"lr_warmup_fraction ({self.lr_warmup_fraction}) must be in [0, 1]")
+        decays = [n for n in ("lr_decay_iters", "lr_decay_samples", "lr_decay_tokens") if getattr(self, n) is not None]
+        if len(decays) > 1:
+            raise ValueError(f"several decay lengths given ({', '.join(flag_name(n) for n in decays)}); pass one")
+
+    def total_train_samples(self, global_batch_size: int, seq_length: int) -> int:
+        """Upper bound of training samples: the dataset size to build (tokens-only: ceil(tokens / seq_length))."""
+        if self.train_samples is not None:
+            return self.train_samples
+        if self.train_iters is not None:
+            return self.train_iters * global_batch_size
+        assert self.train_tokens is not None, "validate() requires one of train_iters/train_samples/train_tokens"
+        steps = -(-self.train_tokens // (seq_length * global_batch_size))
+        return steps * global_batch_size
+
+    def lr_schedule_spec(self, global_batch_size: int, seq_length: int) -> LRScheduleSpec:
+        """Resolve the schedule into samples/tokens (Megatron counts its scheduler in samples)."""
+        assert self.lr is not None, "validate() requires lr"
+        gbs = global_batch_size
+        decay_tokens = self.lr_decay_tokens
+        decay_samples = self.lr_decay_samples
+        if self.lr_decay_iters is not None:
+            decay_samples = self.lr_decay_iters * gbs
+        if decay_samples is None and decay_tokens is None:
+            if self.train_samples is not None or self.train_iters is not None:
+                decay_samples = self.total_train_samples(gbs, seq_length)
+            else:
+                decay_tokens = self.train_tokens
+        warmup_samples, warmup_tokens = self.lr_warmup_samples or self.lr_warmup_iters * gbs, self.lr_warmup_tokens
+        if self.lr_warmup_fraction is not None:
+            if decay_tokens is not None:
+                warmup_tokens = int(self.lr_warmup_fraction * decay_tokens)
+            else:
+                warmup_samples = int(self.lr_warmup_fraction * decay_samples)
+        return LRScheduleSpec(
+            max_lr=self.lr, min_lr=self.min_lr, warmup_init=self.lr_warmup_init, decay_style=self.lr_decay_style,
+            warmup_samples=warmup_samples, decay_samples=decay_samples, warmup_tokens=warmup_tokens,
+            decay_tokens=decay_tokens,
+        )
+
+
+@dataclass(kw_only=True)
+class MegatronCompatConfig:
+    """Megatron / Megatron-DeepSpeed flags accepted so that existing launch scripts parse; unsupported values of
+    them raise NotImplementedError in validate()."""
+
+    pipeline_model_parallel_size: int = 1
+    """Pipeline stages; only 1 is supported."""
+    num_layers_per_virtual_pipeline_stage: int | None = None
+    """Interleaved pipeline schedule; not supported."""
+    context_parallel_size: int = 1
+    """Context parallelism; only 1 is supported."""
+    rampup_batch_size: list[int] | None = None
+    """Batch-size ramp-up (start increment samples); not supported."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage: 1 shards optimizer state over data-parallel ranks (as --use-distributed-optimizer);
+    higher stages are not supported."""
+    no_pipeline_parallel: bool = False
+    """Megatron-DeepSpeed switch; pipelines are never used here."""
+    data_impl: Literal["mmap", "infer"] = "mmap"
+    """Indexed dataset implementation; only the mmap format exists."""
+    log_timers_to_tensorboard: bool = False
+    """Accepted; timings are always logged."""
+    log_batch_size_to_tensorboard: bool = False
+    """Accepted; the global batch size is always logged."""
+    log_validation_ppl_to_tensorboard: bool = False
+    """Accepted; validation perplexity is always logged."""
+    log_optimizer_states_to_tensorboard: bool = False
+    """Accepted; ignored."""
+
+
+# Flags that spell a value of another room's field (Megatron/MDS aliases): flag -> (room, field, value).
+_ALIASES: dict[str, tuple[str, str, Any]] = {
+    "--checkpoint-activations": ("model", "recompute_granularity", "full"),
+    "--deepspeed-activation-checkpointing": ("model", "recompute_granularity", "full"),
+}
+
+_ROOMS: dict[str, type] = {
+    "data": DataConfig,
+    "tokenizer": TokenizerConfig,
+    "parallel": ParallelConfig,
+    "model": TransformerConfig,
+    "training": TrainingConfig,
+    "compat": MegatronCompatConfig,
+}
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    """Every room's config for one pretraining run, plus the world size it was validated for."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    compat: MegatronCompatConfig = field(default_factory=MegatronCompatConfig)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Further rooms' configs by name (e.g. data efficiency), added by the entry script via ``extra_sections``."""
+    world_size: int = 1
+    """Number of processes; set by validate() from WORLD_SIZE."""
+
+    # ---- command line -------------------------------------------------------------------------------------
+    @staticmethod
+    def build_parser(extra_sections: Mapping[str, type] | None = None) -> argparse.ArgumentParser:
+        """One parser over every room's dataclass (and ``extra_sections``); a flag defined twice is a bug."""
+        sections = {**_ROOMS, **(extra_sections or {})}
+        owner: dict[str, str] = {}
+        for room, cls in sections.items():
+            for f in dataclasses.fields(cls):
+                if f.init and f.metadata.get("cli", True) is not False:
+                    if f.name in owner:
+                        raise TypeError(
+                            f"flag {flag_name(f.name)} is defined by both the {owner[f.name]!r} and {room!r} configs;"
+                            " rename one field"
+                        )
+                    owner[f.name] = room
+        parser = argparse.ArgumentParser(
+            description="Megatron-DE pretraining", allow_abbrev=False,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        for room, cls in sections.items():
+            add_dataclass_arguments(parser, cls, title=f"{room} ({cls.__name__})")
+        aliases = parser.add_argument_group("Megatron aliases")
+        for flag, (room, name, value) in _ALIASES.items():
+            aliases.add_argument(flag, dest=name, action="store_const", const=value, default=argparse.SUPPRESS,
+                                 help=f"Same as {flag_name(name)} {value}.")
+        return parser
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, *, extra_sections: Mapping[str, type] | None = None
+    ) -> PretrainConfig:
+        """Parse ``argv`` (default ``sys.argv[1:]``) into a config; unknown flags are errors."""
+        parser = cls.build_parser(extra_sections)
+        ns = parser.parse_args(argv)
+        rooms = {room: dataclass_from_namespace(klass, ns) for room, klass in _ROOMS.items()}
+        extras = {room: dataclass_from_namespace(klass, ns) for room, klass in (extra_sections or {}).items()}
+        if rooms["compat"].zero_stage == 1:
+            rooms["parallel"].use_distributed_optimizer = True
+        return cls(**rooms, extras=extras)
+
+    # ---- derived quantities -------------------------------------------------------------------------------
+    @property
+    def data_parallel_size(self) -> int:
+        return self.world_size // self.parallel.tensor_model_parallel_size
+
+    @property
+    def global_batch_size(self) -> int:
+        t = self.training
+        return t.global_batch_size if t.global_batch_size is not None else t.micro_batch_size * self.data_parallel_size
+
+    @property
+    def num_microbatches(self) -> int:
+        """Gradient-accumulation steps: global batch / (micro batch x data-parallel size)."""
+        return self.global_batch_size // (self.training.micro_batch_size * self.data_parallel_size)
+
+    def lr_schedule_spec(self) -> LRScheduleSpec:
+        return self.training.lr_schedule_spec(self.global_batch_size, self.data.seq_length)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready resolved config (saved beside checkpoints)."""
+        out = dataclass_to_dict(self)
+        out["extras"] = {k: dataclass_to_dict(v) for k, v in self.extras.items()}
+        out["derived"] = {"data_parallel_size": self.data_parallel_size, "global_batch_size": self.global_batch_size,
+                          "num_microbatches": self.num_microbatches}
+        return json.loads(json.dumps(out, default=str))
+
+    # ---- validation ---------------------------------------------------------------------------------------
+    def validate(
+        self, world_size: int | None = None, extra_rules: Sequence[Callable[[PretrainConfig], None]] = ()
+    ) -> PretrainConfig:
+        """Run every cross-room rule (before any process group exists) and fill in the global batch size.
+
+        Args:
+            world_size: number of processes; default ``$WORLD_SIZE`` (1 without torchrun).
+            extra_rules: further ``rule(cfg)`` checks of extension rooms.
+        Raises:
+            ValueError / NotImplementedError naming the values and the flag to change.
+        """
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+        for rule in (*RULES, *extra_rules):
+            rule(self)
+        self.training.global_batch_size = self.global_batch_size
+        # The model stores its parameters in the training precision; fp32 master copies live in the optimizer.
+        t = self.training
+        self.model.params_dtype = "bfloat16" if t.bf16 else "float16" if t.fp16 else "float32"
+        return self
+
+
+# ---- cross-room rules: one small function each ---------------------------------------------------------------
+def check_unsupported(cfg: PretrainConfig) -> None:
+    c = cfg.compat
+    for name, ok in (
+        ("pipeline_model_parallel_size", c.pipeline_model_parallel_size == 1),
+        ("num_layers_per_virtual_pipeline_stage", c.num_layers_per_virtual_pipeline_stage is None),
+        ("context_parallel_size", c.context_parallel_size == 1),
+        ("rampup_batch_size", c.rampup_batch_size is None),
+        ("zero_stage", c.zero_stage in (0, 1)),
+    ):
+        if not ok:
+            raise NotImplementedError(
+                f"{flag_name(name)} {getattr(c, name)} is not supported (tensor x data parallelism only, ZeRO <= 1);"
+                f" remove {flag_name(name)}"
+            )
+
+
+def check_world_divisible_by_tp(cfg: PretrainConfig) -> None:
+    tp = cfg.parallel.tensor_model_parallel_size
+    if cfg.world_size % tp:
+        raise ValueError(
+            f"world size ({cfg.world_size}) must be divisible by tensor_model_parallel_size ({tp}); change "
+            "--tensor-model-parallel-size or the number of processes (torchrun --nproc-per-node)"
+        )
+
+
+def check_heads_divisible_by_tp(cfg: PretrainConfig) -> None:
+    heads, tp = cfg.model.num_attention_heads, cfg.parallel.tensor_model_parallel_size
+    if heads % tp:
+        raise ValueError(
+            f"num_attention_heads ({heads}) must be divisible by tensor_model_parallel_size ({tp}); change "
+            "--num-attention-heads or --tensor-model-parallel-size"
+        )
+
+
+def check_global_batch(cfg: PretrainConfig) -> None:
+    t, dp = cfg.training, cfg.data_parallel_size
+    if t.global_batch_size is not None and t.global_batch_size % (t.micro_batch_size * dp):
+        raise ValueError(
+            f"global_batch_size ({t.global_batch_size}) must be a multiple of micro_batch_size ({t.micro_batch_size})"
+            f" x data-parallel size ({dp}); change --global-batch-size or --micro-batch-size"
+        )
+    if t.global_batch_size is not None and t.global_batch_size < 1:
+        raise ValueError(f"global_batch_size ({t.global_batch_size}) must be >= 1; change --global-batch-size")
+
+
+def check_seq_length(cfg: PretrainConfig) -> None:
+    seq, max_pos = cfg.data.seq_length, cfg.model.max_position_embeddings
+    if cfg.model.position_embedding_type == "learned_absolute" and seq > max_pos:
+        raise ValueError(
+            f"seq_length ({seq}) exceeds max_position_embeddings ({max_pos}); change --seq-length or "
+            "--max-position-embeddings"
+        )
+
+
+def check_data_path(cfg: PretrainConfig) -> None:
+    d = cfg.data
+    if getattr(d, "mock_data", False):
+        return
+    if not d.data_path and not d.train_data_path:
+        raise ValueError("no training data: pass --data-path PREFIX (or --train-data-path), or --mock-data")
+
+
+def check_train_length(cfg: PretrainConfig) -> None:
+    t = cfg.training
+    if t.train_iters is not None and t.train_samples is not None:
+        raise ValueError(
+            f"train_iters ({t.train_iters}) and train_samples ({t.train_samples}) are both set; pass only one of "
+            "--train-iters / --train-samples"
+        )
+    if t.train_iters is None and t.train_samples is None and t.train_tokens is None:
+        raise ValueError("training length missing: pass --train-iters, --train-samples or --train-tokens")
+    for name in ("train_iters", "train_samples", "train_tokens"):
+        value = getattr(t, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} ({value}) must be >= 1; change {flag_name(name)}")
+    if t.lr_decay_iters is not None and t.train_samples is not None:
+        raise ValueError("--lr-decay-iters goes with --train-iters; with --train-samples use --lr-decay-samples")
+    if t.lr_warmup_iters and t.train_samples is not None:
+        raise ValueError("--lr-warmup-iters goes with --train-iters; with --train-samples use --lr-warmup-samples")
+
+
+def check_lr(cfg: PretrainConfig) -> None:
+    t = cfg.training
+    if t.lr is None:
+        raise ValueError("learning rate missing: pass --lr (e.g. --lr 6e-4)")
+    if t.min_lr > t.lr:
+        raise ValueError(f"min_lr ({t.min_lr}) exceeds lr ({t.lr}); change --min-lr or --lr")
+    cfg.lr_schedule_spec()  # LRScheduleSpec raises on inconsistent lengths
+
+
+def check_checkpoint_flags(cfg: PretrainConfig) -> None:
+    t = cfg.training
+    if t.save_interval is not None and t.save is None:
+        raise ValueError(f"--save-interval {t.save_interval} needs --save DIR")
+    if t.save_interval is not None and t.save_interval < 1:
+        raise ValueError(f"save_interval ({t.save_interval}) must be >= 1; change --save-interval")
+    if t.exit_interval is not None and t.exit_interval < 1:
+        raise ValueError(f"exit_interval ({t.exit_interval}) must be >= 1; change --exit-interval")
+
+
+RULES: tuple[Callable[[PretrainConfig], None], ...] = (
+    check_unsupported, check_world_divisible_by_tp, check_heads_divisible_by_tp, check_global_batch,
+    check_seq_length, check_data_path, check_train_length, check_lr, check_checkpoint_flags,
+)
+
+
+def format_config(cfg: PretrainConfig) -> str:
+    """Megatron's ``arguments`` block: one ``room.field .... value`` line per field, sorted."""
+    flat: dict[str, Any] = {}
+    for room, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                flat[f"{room}.{k}"] = v
+        else:
+            flat[room] = values
+    width = max(len(k) for k in flat) + 4
+    lines = [f"  {k} {'.' * (width - len(k))} {v}" for k, v in sorted(flat.items())]
+    return "\n".join(["------------------------ arguments ------------------------", *lines,
+                      "-------------------- end of arguments ---------------------"])

@@ -1,0 +1,423 @@
+"""The pretraining loop: train step, evaluation, logging, checkpoints and exit conditions.
+
+``pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=...)`` is the one entry point for
+GPT and BERT scripts. The data efficiency library plugs in through :class:`TrainerExtension` objects (no flags
+inside the loop): an extension may (a) replace the training batch sampler, (b) post-process each training batch
+(sequence-length truncation changes ``s``), (c) wrap model layers and receive ``on_step_begin(iteration)``,
+(d) adjust the token count, (e) add metrics, and (f) keep state in checkpoints under its ``name``.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from megatron.logging import get_logger, log_rank0
+from megatron.parallel.state import ParallelState
+from megatron.training.checkpointing import save_checkpoint
+from megatron.training.metrics import MetricsWriter
+from megatron.training.timers import Timers
+
+__all__ = ["TrainerExtension", "Stateful", "ForwardStep", "TrainResult", "Trainer", "DataStream"]
+
+logger = get_logger(__name__)
+
+Batch = dict[str, Any]
+ForwardStep = Callable[[nn.Module, Batch], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+"""``forward_step(model, batch) -> (loss, aux)``: ``loss`` is the micro-batch's masked token mean (fp32 scalar);
+``aux`` maps metric names (e.g. ``loss/lm``) to detached scalars that are averaged and logged."""
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class TrainerExtension:
+    """Hooks through which a library (curriculum learning, random-LTD) changes training without loop flags.
+
+    Every hook has a no-op default; override what you need. Hooks run in list order on every rank.
+    ``name`` keys the extension's ``state_dict()`` in the checkpoint's ``extra_state``.
+    """
+
+    name: str = "extension"
+
+    def build_train_sampler(
+        self, dataset: Any, *, consumed_samples: int, micro_batch_size: int, global_batch_size: int,
+        dp_rank: int, dp_size: int,
+    ) -> Iterator[list[int]] | None:
+        """(a) Return an iterator of this DP rank's micro-batch index lists, or None to keep the default.
+
+        The loop pulls ``global_batch_size // (micro_batch_size * dp_size)`` lists per iteration, so iteration
+        ``k`` (1-based) consumes the ``k``-th global batch; the sampler may count global batches itself. It is
+        built after :meth:`load_state_dict`, so a resumed sampler continues where the checkpoint left it.
+        """
+        return None
+
+    def wrap_model(self, model: nn.Module) -> None:
+        """(c) Transform the model in place before the optimizer is built (e.g. wrap ``model.layers``)."""
+
+    def on_step_begin(self, iteration: int) -> None:
+        """(c) Called before the forward passes of iteration ``iteration`` (1-based)."""
+
+    def process_batch(self, batch: Batch, iteration: int) -> Batch:
+        """(b) Post-process one training micro-batch (on CPU, before it moves to the device)."""
+        return batch
+
+    def adjust_tokens(self, tokens: int, iteration: int) -> int:
+        """(d) Tokens to count for this iteration (default: ``b * s`` summed over micro-batches and DP ranks)."""
+        return tokens
+
+    def metrics(self) -> dict[str, float]:
+        """(e) Extra values for the log line and metric sinks, e.g. ``data_efficiency/difficulty``."""
+        return {}
+
+    def state_dict(self) -> dict | None:
+        """(f) Plain-container state for the checkpoint (None: nothing to save)."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """(f) Restore what :meth:`state_dict` returned."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or exited) run reports; losses are global (DP-averaged) per iteration of this process."""
+
+    iteration: int
+    consumed_samples: int
+    consumed_tokens: int
+    train_losses: dict[int, float] = field(default_factory=dict)
+    val_losses: dict[int, float] = field(default_factory=dict)
+    test_loss: float | None = None
+    exit_reason: str = "finished"
+
+
+class DataStream:
+    """Micro-batches for this rank: index lists from a batch sampler -> dataset items -> ``collate_fn``.
+
+    Loading runs in the main process, so a checkpointed sampler position is exactly the trained position (a
+    prefetching DataLoader would run ahead of it, DeepSpeed's curriculum caveat).
+    """
+
+    def __init__(self, dataset: Any, sampler: Iterator[list[int]] | Any, collate_fn: Callable[[list], Batch]):
+        self.dataset, self.sampler, self.collate_fn = dataset, sampler, collate_fn
+        self._it = iter(sampler)
+
+    def next(self) -> Batch | None:
+        """The next micro-batch, or None when the sampler is exhausted."""
+        try:
+            indices = next(self._it)
+        except StopIteration:
+            return None
+        return self.collate_fn([self.dataset[int(i)] for i in indices])
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@dataclass
+class _Interval:
+    """Accumulators between two log lines."""
+
+    iters: int = 0
+    applied: int = 0
+    skipped: int = 0
+    loss_sum: float = 0.0
+    aux_sums: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+    flops: float = 0.0
+    grad_norm: float | None = None
+    start: float = field(default_factory=time.perf_counter)
+
+
+class Trainer:
+    """Holds the run's objects and counters; :meth:`train` is the loop, :meth:`train_step` one iteration."""
+
+    def __init__(
+        self, *, cfg: Any, pstate: ParallelState, model: nn.Module, optimizer: Any, scheduler: Any,
+        forward_step: ForwardStep, train_stream: DataStream | None, valid_stream: DataStream | None,
+        test_stream: DataStream | None, writer: MetricsWriter, device: torch.device,
+        flops_fn: Callable[[int, int], float], extensions: Sequence[TrainerExtension] = (),
+        extra_stateful: Mapping[str, Stateful] | None = None, rng_tracker: Any | None = None,
+    ) -> None:
+        self.cfg, self.t = cfg, cfg.training
+        self.pstate, self.model, self.optimizer, self.scheduler = pstate, model, optimizer, scheduler
+        self.forward_step, self.device, self.flops_fn = forward_step, device, flops_fn
+        self.train_stream, self.valid_stream, self.test_stream = train_stream, valid_stream, test_stream
+        self.writer, self.extensions = writer, list(extensions)
+        self.extra_stateful = dict(extra_stateful or {})
+        self.rng_tracker = rng_tracker
+        self.timers = Timers()
+        self.num_microbatches = cfg.num_microbatches
+        self.gbs = cfg.global_batch_size
+        self.iteration = 0
+        self.consumed_samples = 0
+        self.consumed_tokens = 0
+        self.consumed_valid_samples = 0
+        self.skipped_iterations = 0
+        self.result = TrainResult(0, 0, 0)
+        self._sigterm = False
+
+    # ---- counters and checkpoint state ------------------------------------------------------------------------
+    def train_state(self) -> dict[str, int]:
+        return {"iteration": self.iteration, "consumed_train_samples": self.consumed_samples,
+                "consumed_train_tokens": self.consumed_tokens, "consumed_valid_samples": self.consumed_valid_samples,
+                "skipped_iterations": self.skipped_iterations}
+
+    def restore_train_state(self, state: Mapping[str, int], iteration: int) -> None:
+        self.iteration = iteration
+        self.consumed_samples = int(state.get("consumed_train_samples", 0))
+        self.consumed_tokens = int(state.get("consumed_train_tokens", 0))
+        self.consumed_valid_samples = int(state.get("consumed_valid_samples", 0))
+        self.skipped_iterations = int(state.get("skipped_iterations", 0))
+
+    def extra_state(self) -> dict[str, dict]:
+        out = {name: obj.state_dict() for name, obj in self.extra_stateful.items()}
+        for ext in self.extensions:
+            state = ext.state_dict()
+            if state is not None:
+                assert ext.name not in out, f"two stateful objects are named {ext.name!r}"
+                out[ext.name] = state
+        return out
+
+    def save(self) -> None:
+        sampler = getattr(self.train_stream, "sampler", None)
+        sampler_state = sampler.state_dict() if hasattr(sampler, "state_dict") else None
+        save_checkpoint(
+            self.t.save, self.iteration, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            pstate=self.pstate, train_state=self.train_state(), sampler_state=sampler_state,
+            extra_state=self.extra_state(), config=self.cfg.to_dict(), rng_tracker=self.rng_tracker,
+        )
+
+    # ---- one iteration ----------------------------------------------------------------------------------------
+    def _reduce_dp(self, values: list[float]) -> list[float]:
+        """Sum ``values`` over the data-parallel group (one small all-reduce)."""
+        if self.pstate.dp_group is None:
+            return values
+        buf = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(buf, group=self.pstate.dp_group)
+        return buf.tolist()
+
+    def train_step(self) -> tuple[bool, float, dict[str, float], int, float, float | None] | None:
+        """Forward/backward every micro-batch of one global batch, then one optimizer step.
+
+        Returns ``(applied, loss, aux, tokens, flops, grad_norm)`` with global (DP-reduced) loss/aux means, token
+        and FLOP totals; None if the training data ran out before the first micro-batch.
+        """
+        self.model.train()
+        self.optimizer.zero_grad()
+        loss_sum, tokens, flops = 0.0, 0, 0.0
+        aux_sums: dict[str, float] = {}
+        self.timers("forward-backward").start()
+        for micro in range(self.num_microbatches):
+            batch = self.train_stream.next()
+            if batch is None:
+                self.timers("forward-backward").stop()
+                if micro == 0:
+                    return None
+                raise RuntimeError(
+                    f"training data ran out in the middle of iteration {self.iteration + 1}; build more samples"
+                )
+            for ext in self.extensions:
+                batch = ext.process_batch(batch, self.iteration + 1)
+            b, s = batch["tokens"].shape
+            tokens += b * s
+            flops += self.flops_fn(b, s)
+            batch = _to_device(batch, self.device)
+            loss, aux = self.forward_step(self.model, batch)
+            # Megatron semantics: each micro-batch contributes its masked token mean / num_microbatches.
+            self.optimizer.backward(loss / self.num_microbatches)
+            loss_sum += float(loss.detach())
+            for k, v in aux.items():
+                aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
+        self.timers("forward-backward").stop()
+        self.timers("optimizer").start()
+        result = self.optimizer.step()
+        self.timers("optimizer").stop()
+        keys = sorted(aux_sums)
+        reduced = self._reduce_dp([loss_sum, float(tokens), flops, *(aux_sums[k] for k in keys)])
+        denom = self.num_microbatches * self.pstate.dp_size
+        loss = reduced[0] / denom
+        if self.t.check_for_nan_in_loss_and_grad and not self.t.fp16 and not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at iteration {self.iteration + 1}")
+        aux_mean = {k: v / denom for k, v in zip(keys, reduced[3:])}
+        return result.applied, loss, aux_mean, int(reduced[1]), reduced[2], result.grad_norm
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def _train_iters(self) -> int | None:
+        if self.t.train_iters is not None:
+            return self.t.train_iters
+        if self.t.train_samples is not None:
+            return self.t.train_samples // self.gbs
+        return None
+
+    def _done(self) -> bool:
+        n = self._train_iters()
+        if n is not None and self.iteration >= n:
+            return True
+        return self.t.train_tokens is not None and self.consumed_tokens >= self.t.train_tokens
+
+    def train(self) -> TrainResult:
+        """Run iterations until a stop or exit condition; evaluate, log and save on their intervals."""
+        start = time.time()
+        interval = _Interval()
+        previous_handler = self._install_signal_handler()
+        saved_at = -1
+        try:
+            while not self._done():
+                for ext in self.extensions:
+                    ext.on_step_begin(self.iteration + 1)
+                out = self.train_step()
+                if out is None:
+                    log_rank0(logger, "training data exhausted after %d iterations; stopping", self.iteration)
+                    self.result.exit_reason = "data_exhausted"
+                    break
+                applied, loss, aux, tokens, flops, grad_norm = out
+                self.iteration += 1
+                self.consumed_samples += self.gbs
+                for ext in self.extensions:
+                    tokens = ext.adjust_tokens(tokens, self.iteration)
+                self.consumed_tokens += tokens
+                if applied:
+                    self.scheduler.step(self.gbs, self.consumed_tokens)
+                else:
+                    self.skipped_iterations += 1
+                self.result.train_losses[self.iteration] = loss
+                self._accumulate(interval, applied, loss, aux, tokens, flops, grad_norm)
+                if self.iteration % self.t.log_interval == 0:
+                    self._log(interval)
+                    interval = _Interval()
+                if self.t.eval_iters > 0 and self.valid_stream is not None and (
+                        self.iteration % self.t.eval_interval == 0):
+                    self.evaluate("valid")
+                if self.t.save and self.t.save_interval and self.iteration % self.t.save_interval == 0:
+                    self.save()
+                    saved_at = self.iteration
+                reason = self._exit_reason(start)
+                if reason is not None:
+                    if self.t.save and saved_at != self.iteration:
+                        self.save()
+                    self.result.exit_reason = reason
+                    log_rank0(logger, "exiting at iteration %d (%s)", self.iteration, reason)
+                    break
+            else:
+                if self.t.save and saved_at != self.iteration and self.iteration > 0:
+                    self.save()
+        finally:
+            self._restore_signal_handler(previous_handler)
+        self.result.iteration, self.result.consumed_samples = self.iteration, self.consumed_samples
+        self.result.consumed_tokens = self.consumed_tokens
+        return self.result
+
+    def _accumulate(self, interval: _Interval, applied: bool, loss: float, aux: dict[str, float], tokens: int,
+                    flops: float, grad_norm: float | None) -> None:
+        interval.iters += 1
+        interval.tokens += tokens
+        interval.flops += flops
+        if not applied:
+            interval.skipped += 1
+            return
+        interval.applied += 1
+        interval.loss_sum += loss
+        interval.grad_norm = grad_norm
+        for k, v in aux.items():
+            interval.aux_sums[k] = interval.aux_sums.get(k, 0.0) + v
+
+    # ---- exit conditions --------------------------------------------------------------------------------------
+    def _install_signal_handler(self) -> Any:
+        if not self.t.exit_signal_handler:
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            self._sigterm = True
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    def _restore_signal_handler(self, previous: Any) -> None:
+        if self.t.exit_signal_handler and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True if ``flag`` is set on any rank, so that all ranks save and exit together."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _exit_reason(self, start: float) -> str | None:
+        if self.t.exit_signal_handler and self._any_rank(self._sigterm):
+            return "signal"
+        if self.t.exit_interval and self.iteration % self.t.exit_interval == 0:
+            return "exit_interval"
+        if self.t.exit_duration_in_mins is not None:
+            if self._any_rank((time.time() - start) / 60.0 > self.t.exit_duration_in_mins):
+                return "exit_duration"
+        return None
+
+    # ---- logging and evaluation -------------------------------------------------------------------------------
+    def _log(self, interval: _Interval) -> None:
+        from megatron.training.metrics import peak_device_tflops, peak_memory_gb
+
+        elapsed = time.perf_counter() - interval.start
+        m: dict[str, Any] = {
+            "iteration": self.iteration, "consumed_samples": self.consumed_samples,
+            "consumed_tokens": self.consumed_tokens,
+            "loss": interval.loss_sum / interval.applied if interval.applied else float("nan"),
+            "lr": self.scheduler.lr, "grad_norm": interval.grad_norm, "global_batch_size": self.gbs,
+            "skipped_iterations": interval.skipped,
+            "step_time_s": elapsed / interval.iters, "tokens_per_s": interval.tokens / elapsed,
+        }
+        if self.t.fp16:
+            m["loss_scale"] = self.optimizer.loss_scale
+        tflops = interval.flops / elapsed / self.pstate.world_size / 1e12
+        m["throughput/tflops_per_device"] = tflops
+        peak = peak_device_tflops(self.t.peak_tflops)
+        if peak:
+            m["throughput/mfu"] = tflops / peak
+        label, gb = peak_memory_gb()
+        m[label] = gb
+        for k, v in interval.aux_sums.items():
+            m[k] = v / interval.applied
+        for ext in self.extensions:
+            m.update(ext.metrics())
+        self.writer.log_train(m)
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> float | None:
+        """Mean loss over ``eval_iters`` global batches of ``split`` (``valid`` or ``test``), logged and returned."""
+        stream = self.valid_stream if split == "valid" else self.test_stream
+        if stream is None or self.t.eval_iters == 0:
+            return None
+        self.model.eval()
+        total, count = 0.0, 0
+        for _ in range(self.t.eval_iters * self.num_microbatches):
+            batch = stream.next()
+            if batch is None:
+                break
+            loss, _aux = self.forward_step(self.model, _to_device(batch, self.device))
+            total += float(loss)
+            count += 1
+        self.model.train()
+        if split == "valid":
+            self.consumed_valid_samples += self.gbs * self.t.eval_iters
+        total, count = self._reduce_dp([total, float(count)])
+        if count == 0:
+            log_rank0(logger, "%s split has no batches left; skipping evaluation", split)
+            return None
+        loss = total / count
+        if split == "valid":
+            self.result.val_losses[self.iteration] = loss
+        else:
+            self.result.test_loss = loss
+        self.writer.log_eval(self.iteration, loss, "valid" if split == "valid" else "test")
+        return loss

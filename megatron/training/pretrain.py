@@ -1,0 +1,183 @@
+"""``pretrain()``: validate the config, start the processes, build every piece from its room, then run the loop.
+
+The entry scripts (``pretrain_gpt.py``) supply the model-specific providers; this module owns the order of
+construction (Megatron's): validate -> process groups -> seeds -> tokenizer/padded vocab -> model -> extensions
+wrap it -> optimizer and LR schedule -> checkpoint load -> datasets and samplers (resumed from the consumed
+samples) -> train -> test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch.distributed as dist
+from torch import nn
+
+from megatron.data.samplers import MegatronPretrainingRandomSampler, MegatronPretrainingSampler
+from megatron.data.tokenizer import build_tokenizer, padded_vocab_size
+from megatron.logging import get_logger, log_rank0, setup_logging
+from megatron.model.config import num_floating_point_operations
+from megatron.parallel.state import ParallelState
+from megatron.training.checkpointing import load_checkpoint
+from megatron.training.config import PretrainConfig, format_config
+from megatron.training.grad_scaler import build_grad_scaler
+from megatron.training.initialize import current_device, initialize_distributed, set_random_seeds
+from megatron.training.loop import Batch, DataStream, ForwardStep, Stateful, Trainer, TrainerExtension, TrainResult
+from megatron.training.lr_schedule import OptimizerParamScheduler
+from megatron.training.metrics import MetricsWriter
+from megatron.training.optimizer import AdamWSettings, MegatronOptimizer
+
+__all__ = ["pretrain", "ModelProvider", "DatasetsProvider", "CollateFn"]
+
+logger = get_logger(__name__)
+
+ModelProvider = Callable[[PretrainConfig, ParallelState, int], nn.Module]
+"""``model_provider(cfg, pstate, padded_vocab_size) -> model`` (on CPU; the loop moves it to the device)."""
+DatasetsProvider = Callable[[PretrainConfig, Any, tuple[int, int, int]], tuple[Any, Any, Any]]
+"""``datasets_provider(cfg, tokenizer, (n_train, n_valid, n_test)) -> (train, valid, test)``; any may be None."""
+CollateFn = Callable[[list, PretrainConfig, Any], Batch]
+"""``collate_fn(samples, cfg, tokenizer) -> batch`` with at least ``tokens`` ``[b, s]``."""
+
+
+def _build_optimizer(cfg: PretrainConfig, model: nn.Module, pstate: ParallelState) -> MegatronOptimizer:
+    t = cfg.training
+    settings = AdamWSettings(
+        weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps,
+        clip_grad=t.clip_grad, check_for_nan=t.check_for_nan_in_loss_and_grad,
+    )
+    scaler = build_grad_scaler(
+        fp16=t.fp16, loss_scale=t.loss_scale, initial_loss_scale=t.initial_loss_scale,
+        min_loss_scale=t.min_loss_scale, loss_scale_window=t.loss_scale_window, hysteresis=t.hysteresis,
+    )
+    return MegatronOptimizer(model, settings, pstate, grad_scaler=scaler,
+                             use_distributed_optimizer=cfg.parallel.use_distributed_optimizer)
+
+
+def _num_samples(cfg: PretrainConfig) -> tuple[int, int, int]:
+    """Samples to build per split, as Megatron: validation covers every evaluation of the run."""
+    t, gbs = cfg.training, cfg.global_batch_size
+    n_train = t.total_train_samples(gbs, cfg.data.seq_length)
+    evals = (n_train // gbs) // t.eval_interval + 1
+    return n_train, evals * t.eval_iters * gbs, t.eval_iters * gbs
+
+
+def _build_datasets(cfg: PretrainConfig, provider: DatasetsProvider, tokenizer: Any) -> tuple[Any, Any, Any]:
+    # Rank 0 builds (and caches) the index files first; the others then only read them.
+    initialized = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if initialized else 0
+    datasets = provider(cfg, tokenizer, _num_samples(cfg)) if rank == 0 else None
+    if initialized:
+        dist.barrier()
+        if rank != 0:
+            datasets = provider(cfg, tokenizer, _num_samples(cfg))
+    return datasets
+
+
+def _train_sampler(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consumed: int,
+                   extensions: Sequence[TrainerExtension]) -> Any:
+    t = cfg.training
+    for ext in extensions:
+        sampler = ext.build_train_sampler(
+            dataset, consumed_samples=consumed, micro_batch_size=t.micro_batch_size,
+            global_batch_size=cfg.global_batch_size, dp_rank=pstate.dp_rank, dp_size=pstate.dp_size,
+        )
+        if sampler is not None:
+            return sampler
+    kind = MegatronPretrainingRandomSampler if cfg.data.dataloader_type == "cyclic" else MegatronPretrainingSampler
+    return kind(
+        total_samples=len(dataset), consumed_samples=consumed, micro_batch_size=t.micro_batch_size,
+        data_parallel_rank=pstate.dp_rank, data_parallel_size=pstate.dp_size,
+    )
+
+
+def _eval_stream(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consumed: int,
+                 collate: Callable[[list], Batch]) -> DataStream | None:
+    if dataset is None or len(dataset) == 0 or cfg.training.eval_iters == 0:
+        return None
+    sampler = MegatronPretrainingSampler(
+        total_samples=len(dataset), consumed_samples=consumed % len(dataset),
+        micro_batch_size=cfg.training.micro_batch_size, data_parallel_rank=pstate.dp_rank,
+        data_parallel_size=pstate.dp_size,
+    )
+    return DataStream(dataset, sampler, collate)
+
+
+def _load(cfg: PretrainConfig, trainer: Trainer, extensions: Sequence[TrainerExtension],
+          extra_stateful: Mapping[str, Stateful]) -> None:
+    t = cfg.training
+    loaded = load_checkpoint(
+        t.load, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+        pstate=trainer.pstate, no_load_optim=t.no_load_optim, no_load_rng=t.no_load_rng, finetune=t.finetune,
+        override_opt_param_scheduler=t.override_opt_param_scheduler,
+        use_checkpoint_opt_param_scheduler=t.use_checkpoint_opt_param_scheduler, rng_tracker=trainer.rng_tracker,
+    )
+    if loaded is None:
+        return
+    trainer.restore_train_state(loaded.train_state, loaded.iteration)
+    for name, obj in {**extra_stateful, **{e.name: e for e in extensions}}.items():
+        if name in loaded.extra_state:
+            obj.load_state_dict(loaded.extra_state[name])
+
+
+def pretrain(
+    cfg: PretrainConfig, model_provider: ModelProvider, datasets_provider: DatasetsProvider,
+    forward_step: ForwardStep, *, collate_fn: CollateFn, extensions: Sequence[TrainerExtension] = (),
+    extra_stateful: Mapping[str, Stateful] | None = None,
+) -> TrainResult:
+    """Train a model as configured; returns counters and per-iteration losses of this process.
+
+    Launch with ``python`` (one process) or ``torchrun`` (reads RANK/WORLD_SIZE/...). A process group created
+    here is destroyed before returning; one that already existed (tests) is left alone.
+
+    Args:
+        cfg: the parsed config; validated here before any process group exists.
+        model_provider, datasets_provider, forward_step, collate_fn: see the type aliases of this module.
+        extensions: data efficiency hooks (:class:`TrainerExtension`).
+        extra_stateful: further ``{name: object}`` with ``state_dict``/``load_state_dict`` kept in checkpoints.
+    """
+    setup_logging()
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    cfg.validate(world_size=dist.get_world_size() if not owns_group else None)
+    pstate = initialize_distributed(cfg.parallel)
+    writer = None
+    try:
+        log_rank0(logger, "%s", format_config(cfg))
+        set_random_seeds(cfg.training.seed, pstate)
+        device = current_device()
+        tokenizer = build_tokenizer(cfg.tokenizer)
+        vocab = padded_vocab_size(tokenizer.vocab_size, cfg.tokenizer.make_vocab_size_divisible_by, pstate.tp_size)
+        log_rank0(logger, "> padded vocab (size: %d) with %d dummy tokens (new size: %d)", tokenizer.vocab_size,
+                  vocab - tokenizer.vocab_size, vocab)
+        model = model_provider(cfg, pstate, vocab).to(device)
+        for ext in extensions:
+            ext.wrap_model(model)
+        optimizer = _build_optimizer(cfg, model, pstate)
+        scheduler = OptimizerParamScheduler(optimizer, cfg.lr_schedule_spec())
+        writer = MetricsWriter(tensorboard_dir=cfg.training.tensorboard_dir, metrics_file=cfg.training.metrics_file,
+                               enabled=pstate.rank == 0, train_iters=cfg.training.train_iters)
+        trainer = Trainer(
+            cfg=cfg, pstate=pstate, model=model, optimizer=optimizer, scheduler=scheduler,
+            forward_step=forward_step, train_stream=None, valid_stream=None, test_stream=None, writer=writer,
+            device=device, flops_fn=lambda b, s: num_floating_point_operations(cfg.model, b, s, vocab),
+            extensions=extensions, extra_stateful=extra_stateful, rng_tracker=getattr(model, "rng_tracker", None),
+        )
+        if cfg.training.load:
+            _load(cfg, trainer, extensions, extra_stateful or {})
+        train_ds, valid_ds, test_ds = _build_datasets(cfg, datasets_provider, tokenizer)
+
+        def collate(samples: list) -> Batch:
+            return collate_fn(samples, cfg, tokenizer)
+
+        sampler = _train_sampler(cfg, train_ds, pstate, trainer.consumed_samples, extensions)
+        trainer.train_stream = DataStream(train_ds, sampler, collate)
+        trainer.valid_stream = _eval_stream(cfg, valid_ds, pstate, trainer.consumed_valid_samples, collate)
+        trainer.test_stream = _eval_stream(cfg, test_ds, pstate, 0, collate)
+        result = trainer.train()
+        if result.exit_reason == "finished" and not cfg.training.skip_test:
+            trainer.evaluate("test")
+        return result
+    finally:
+        if writer is not None:
+            writer.close()
+        if owns_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

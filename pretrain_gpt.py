@@ -1,0 +1,55 @@
+"""Pretrain a GPT language model (Megatron's ``pretrain_gpt.py``): the GPT providers plus ``training.pretrain``.
+
+Launch on one process with ``python pretrain_gpt.py ...`` or on several with
+``torchrun --nproc-per-node N pretrain_gpt.py ...``; every flag is generated from the rooms' config dataclasses
+(``python pretrain_gpt.py --help``). See ``examples/`` for complete recipes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from megatron.data.gpt_dataset import build_gpt_batch, build_gpt_datasets
+from megatron.model.gpt import GPTModel
+from megatron.parallel.state import ParallelState
+from megatron.training.config import PretrainConfig
+from megatron.training.loop import TrainResult
+from megatron.training.pretrain import pretrain
+
+
+def model_provider(cfg: PretrainConfig, pstate: ParallelState, vocab_size: int) -> nn.Module:
+    """GPT with the padded vocabulary; initialization is seeded by ``--seed`` (identical at every TP size)."""
+    return GPTModel(cfg.model, pstate, vocab_size, seed=cfg.training.seed)
+
+
+def datasets_provider(cfg: PretrainConfig, tokenizer: Any, num_samples: tuple[int, int, int]) -> tuple:
+    """Train/valid/test GPT datasets of at least ``num_samples`` samples each, split by ``--split``."""
+    return build_gpt_datasets(cfg.data, tokenizer, num_samples, cfg.training.seed)
+
+
+def collate_fn(samples: list[dict], cfg: PretrainConfig, tokenizer: Any) -> dict[str, Any]:
+    """tokens/labels/loss_mask/position_ids (and an attention mask only when document resets need one)."""
+    return build_gpt_batch(samples, tokenizer.eod, cfg.data)
+
+
+def forward_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Masked token mean of the per-token loss of one micro-batch (Megatron's ``loss_func``)."""
+    per_token = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"])
+    mask = batch["loss_mask"].to(per_token.dtype)
+    # A micro-batch whose tokens are all masked contributes 0 instead of Megatron's 0/0 = nan.
+    loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    return loss, {"loss/lm": loss.detach()}
+
+
+def main(argv: Sequence[str] | None = None) -> TrainResult:
+    """Parse flags, then train; returns the run's counters and losses."""
+    cfg = PretrainConfig.from_args(argv)
+    return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
