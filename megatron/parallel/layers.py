@@ -63,7 +63,7 @@ def init_master_weight(
 
     ``partition_dim`` < 0 means the parameter is replicated (the full weight is copied).
     """
-    master = torch.empty(full_shape, dtype=torch.float32)
+    master = torch.empty(full_shape, dtype=torch.float32, device="cpu")  # CPU generator, whatever the default device
     init_method(master, torch.Generator().manual_seed(seed))
     if partition_dim >= 0:
         master = shard_of(master, partition_dim, parallel_state.tp_rank, parallel_state.tp_size)

@@ -37,10 +37,10 @@ def _document_mask() -> tuple[torch.Tensor, torch.Tensor]:
     return mask, position_ids
 
 
-def _compare_case(name: str, state: ParallelState) -> None:
+def _compare_case(name: str, state: ParallelState, device: str = "cpu") -> None:
     cfg = TransformerConfig.flavor("debug", hidden_dropout=0.0, attention_dropout=0.0, **CASES[name])
-    full = GPTModel(cfg, ParallelState.single(), VOCAB, seed=5)
-    shard = GPTModel(cfg, state, VOCAB, seed=5)
+    full = GPTModel(cfg, ParallelState.single(), VOCAB, seed=5).to(device)
+    shard = GPTModel(cfg, state, VOCAB, seed=5).to(device)
     group = state.tp_group
     full_params = dict(full.named_parameters())
     assert full_params.keys() == dict(shard.named_parameters()).keys(), name
@@ -51,9 +51,10 @@ def _compare_case(name: str, state: ParallelState) -> None:
     batch = _batch()
     if name.startswith("explicit_mask"):
         batch["attention_mask"], batch["position_ids"] = _document_mask()
+    batch = {k: v.to(device) for k, v in batch.items()}
     loss_full, loss_shard = full(**batch), shard(**batch)
     torch.testing.assert_close(loss_shard, loss_full, atol=ATOL, rtol=RTOL, msg=f"{name}: loss")
-    weights = torch.linspace(0.0, 1.0, BATCH * SEQ).view(BATCH, SEQ)  # a loss mask-like weighting
+    weights = torch.linspace(0.0, 1.0, BATCH * SEQ, device=device).view(BATCH, SEQ)  # a loss mask-like weighting
     (loss_full * weights).sum().backward()
     (loss_shard * weights).sum().backward()
     for pname, p in shard.named_parameters():
@@ -84,3 +85,15 @@ def test_gpt_tp2_matches_unsharded_model():
     dropout on, both TP ranks compute bitwise-identical per-token losses."""
     loss_rank0, loss_rank1 = run_distributed(_gpt_tp_body, 2)
     assert torch.equal(loss_rank0, loss_rank1)
+
+
+def _gpt_tp_body_cuda(rank: int, world_size: int) -> None:
+    _compare_case("learned_tied", ParallelState.build(world_size), device=f"cuda:{rank}")
+
+
+@pytest.mark.gpu
+@pytest.mark.distributed
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs for NCCL TP=2")
+def test_gpt_tp2_matches_unsharded_model_nccl():
+    """The TP=2 comparison with the NCCL backend and CUDA tensors (one GPU per rank)."""
+    run_distributed(_gpt_tp_body_cuda, 2, backend="nccl")
