@@ -8,7 +8,6 @@ for random-LTD.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -43,7 +42,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 @dataclass(kw_only=True)
 class TransformerConfig:
-    """Shape, regularization, initialization and recomputation of a GPT/BERT transformer stack."""
+    """Shape, regularization, initialization and recomputation of a GPT/BERT transformer stack.
+
+    ``__post_init__`` resolves derived fields in place (flavor values, kv_channels, ffn_hidden_size, recompute
+    defaults), so build a new config to change the architecture instead of ``dataclasses.replace`` on a resolved
+    one (whose derived sizes would be kept).
+    """
 
     model_flavor: ModelFlavor | None = None
     """Named architecture preset; fills num_layers, hidden_size, num_attention_heads, max_position_embeddings and
@@ -171,10 +175,6 @@ class TransformerConfig:
     def flavor(cls, name: ModelFlavor, **overrides: Any) -> TransformerConfig:
         """The preset ``name`` with fields in ``overrides`` replaced, e.g. ``flavor("debug", hidden_dropout=0.0)``."""
         return cls(model_flavor=name, **overrides)
-
-    def replace(self, **changes: Any) -> TransformerConfig:
-        """A copy with ``changes`` applied and every check re-run."""
-        return dataclasses.replace(self, **changes)
 
     @property
     def rotary_dim(self) -> int:

@@ -70,7 +70,16 @@ def init_master_weight(
     param.copy_(master)
 
 
-class ColumnParallelLinear(nn.Module):
+class _TensorParallelModule(nn.Module):
+    parallel_state: ParallelState
+
+    @property
+    def tp_group(self):
+        """The TP process group (None for a single rank)."""
+        return self.parallel_state.tp_group
+
+
+class ColumnParallelLinear(_TensorParallelModule):
     """``Y = X A^T + b`` with A split along its output dimension: weight ``[out/tp, in]``, bias ``[out/tp]``.
 
     The input is replicated on all TP ranks (``copy_to`` region: its grad is all-reduced); the output is this rank's
@@ -92,7 +101,7 @@ class ColumnParallelLinear(nn.Module):
     ) -> None:
         super().__init__()
         self.input_size, self.output_size = input_size, output_size
-        self.tp_group = parallel_state.tp_group
+        self.parallel_state = parallel_state  # groups are read through it (deepcopy shares them)
         self.gather_output = gather_output
         out_per_rank = divide(output_size, parallel_state.tp_size, "output_size", "tensor_model_parallel_size")
         self.weight = nn.Parameter(torch.empty(out_per_rank, input_size, dtype=params_dtype))
@@ -117,7 +126,7 @@ class ColumnParallelLinear(nn.Module):
         return f"in={self.input_size}, out={self.output_size}, out_per_rank={self.weight.size(0)}"
 
 
-class RowParallelLinear(nn.Module):
+class RowParallelLinear(_TensorParallelModule):
     """``Y = X A^T + b`` with A split along its input dimension: weight ``[out, in/tp]``, bias ``[out]`` (replicated).
 
     Each rank multiplies its slice of the input features; partial products are all-reduced and the bias is added
@@ -133,7 +142,7 @@ class RowParallelLinear(nn.Module):
     ) -> None:
         super().__init__()
         self.input_size, self.output_size = input_size, output_size
-        self.tp_group = parallel_state.tp_group
+        self.parallel_state = parallel_state  # groups are read through it (deepcopy shares them)
         self.input_is_parallel = input_is_parallel
         in_per_rank = divide(input_size, parallel_state.tp_size, "input_size", "tensor_model_parallel_size")
         self.weight = nn.Parameter(torch.empty(output_size, in_per_rank, dtype=params_dtype))
@@ -158,7 +167,7 @@ class RowParallelLinear(nn.Module):
         return f"in={self.input_size}, out={self.output_size}, in_per_rank={self.weight.size(1)}"
 
 
-class VocabParallelEmbedding(nn.Module):
+class VocabParallelEmbedding(_TensorParallelModule):
     """Embedding table split along the vocabulary: rank r owns rows ``[r*V/tp, (r+1)*V/tp)``.
 
     Ids outside this rank's range look up row 0 and are zeroed; the all-reduce over TP then leaves every rank with
@@ -176,7 +185,7 @@ class VocabParallelEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.tp_group = parallel_state.tp_group
+        self.parallel_state = parallel_state  # groups are read through it (deepcopy shares them)
         self.tp_size = parallel_state.tp_size
         per_rank = divide(num_embeddings, parallel_state.tp_size, "vocab size", "tensor_model_parallel_size")
         self.vocab_start = parallel_state.tp_rank * per_rank

@@ -41,6 +41,11 @@ class ParallelState:
             f"rank {self.rank} != dp_rank {self.dp_rank} * tp_size {self.tp_size} + tp_rank {self.tp_rank}"
         )
 
+    def __deepcopy__(self, memo: dict) -> ParallelState:
+        # Process groups are handles to communicators shared by the whole process; a copied model must keep using
+        # the same ones (and ProcessGroup objects cannot be copied).
+        return self
+
     @classmethod
     def single(cls) -> ParallelState:
         """A one-process state: every size 1, every rank 0, no groups."""

@@ -78,3 +78,26 @@ def test_parallel_config_validation():
     expected = "nccl" if torch.cuda.is_available() else "gloo"
     assert ParallelConfig().resolved_backend() == expected
     assert ParallelConfig(distributed_backend="gloo").resolved_backend() == "gloo"
+
+
+def _deepcopy_and_self_init_body(rank: int, world_size: int) -> float:
+    import copy
+    import os
+
+    from megatron.parallel.layers import ColumnParallelLinear, normal_init
+
+    dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    state = ParallelState.build(2)
+    layer = ColumnParallelLinear(4, 4, parallel_state=state, init_method=normal_init(0.1), init_seed=0)
+    clone = copy.deepcopy(layer)
+    assert clone.parallel_state is state and clone.weight is not layer.weight
+    t = torch.tensor([1.0])
+    dist.all_reduce(t, group=clone.tp_group)
+    return t.item()
+
+
+@pytest.mark.distributed
+def test_self_initialized_group_and_deepcopy_of_parallel_layers():
+    """With init_process_group=False the body can init from RANK/WORLD_SIZE/MASTER_* itself; a deep-copied parallel
+    layer shares the original ParallelState and its groups still work."""
+    assert run_distributed(_deepcopy_and_self_init_body, 2, init_process_group=False) == [2.0, 2.0]
