@@ -113,14 +113,14 @@ class GPTModel(nn.Module):
 
         hidden = self.decoder(hidden, attention_mask=attention_mask, rotary_pos_emb=rotary, is_causal=True)
 
-        logits = self._logits(hidden)  # [s, b, V/tp]
+        # Back to batch-first before the output layer: transposing [s, b, h] is V/h times cheaper than the logits.
+        logits = self._logits(hidden.transpose(0, 1).contiguous())  # [b, s, V/tp]
         if labels is None:
-            return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
-        loss = vocab_parallel_cross_entropy(logits, labels.transpose(0, 1), self.parallel_state.tp_group)  # [s, b]
-        return loss.transpose(0, 1).contiguous()  # [b, s]
+            return logits
+        return vocab_parallel_cross_entropy(logits, labels, self.parallel_state.tp_group)  # [b, s] fp32
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``[s, b, h] -> [s, b, V/tp]`` through the output layer or the tied word embedding."""
+        """``[b, s, h] -> [b, s, V/tp]`` through the output layer or the tied word embedding."""
         if self.output_layer is not None:
             return self.output_layer(hidden)
         hidden = copy_to_tensor_model_parallel_region(hidden, self.parallel_state.tp_group)
