@@ -230,8 +230,7 @@ class RandomLTDLayer(nn.Module):
         self.layer = layer
         self.ordinal = ordinal
         self.layer_id = controller.layer_ids[ordinal]
-        # Not a submodule attribute: the controller is shared by all wrappers and holds no parameters.
-        object.__setattr__(self, "controller", controller)
+        self.controller = controller  # shared by all wrappers; a plain object, so no parameters or state_dict keys
         self.register_state_dict_post_hook(_strip_layer_prefix)
         self.register_load_state_dict_pre_hook(_add_layer_prefix)
 

@@ -1,0 +1,132 @@
+"""CPU training-step time of a GPT with random-LTD at several kept ratios against the FLOP-model prediction.
+
+One model with layers 1..L-2 wrapped by ``wrap_layers``; its scheduler runs r = S/4, S/2, 3S/4, S at steps
+0..3, so ``controller.set_step(k)`` picks the kept ratio. A step is forward (per-token loss, mean) + backward +
+``torch.optim.AdamW`` step; ratios are timed round-robin so machine noise hits all of them. The prediction is the
+r/S = 1 time scaled by ``num_floating_point_operations`` with per-layer sequence lengths (Megatron's formula;
+embedding and logit FLOPs stay at full length). "saving realised" = (T_1 - T_r) / (T_1 - T_pred), target >= 80%.
+
+    .venv/bin/python bench/bench_random_ltd_cpu.py [--layers 8 --hidden 512 --heads 8 --seq 512 --batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from megatron.data_efficiency.routing import (  # noqa: E402
+    RandomLTDSchedule,
+    RandomLTDScheduleConfig,
+    RandomLTDScheduler,
+    RandomLTDScheduleSteps,
+    default_layer_ids,
+    wrap_layers,
+)
+from megatron.model.config import TransformerConfig, num_floating_point_operations  # noqa: E402
+from megatron.model.gpt import GPTModel  # noqa: E402
+from megatron.parallel.state import ParallelState  # noqa: E402
+
+QUARTERS = (4, 3, 2, 1)  # kept ratio r/S in quarters, baseline first
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--seq", type=int, default=512, help="sequence length S (a multiple of 4)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=8192, help="padded vocabulary (logits are not dropped)")
+    p.add_argument("--rounds", type=int, default=3, help="timed steps per ratio (after one warm-up step each)")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here (atomically)")
+    args = p.parse_args()
+    if args.seq % 4 or args.layers < 3:
+        p.error(f"--seq must be a multiple of 4 and --layers >= 3, got {args.seq} and {args.layers}")
+    return args
+
+
+def build(args: argparse.Namespace):
+    cfg = TransformerConfig(num_layers=args.layers, hidden_size=args.hidden, num_attention_heads=args.heads,
+                            max_position_embeddings=args.seq)
+    model = GPTModel(cfg, ParallelState.single(), args.vocab, seed=1234).train()
+    ids = default_layer_ids(args.layers)
+    quarter = args.seq // 4
+    schedule = RandomLTDSchedule(min_value=quarter, max_value=args.seq,
+                                 schedule_config=RandomLTDScheduleSteps(require_steps=3, seq_per_step=quarter))
+    scheduler = RandomLTDScheduler(RandomLTDScheduleConfig(
+        total_layer_num=args.layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
+        random_ltd_schedule=schedule))
+    controller = wrap_layers(model.layers, ids, scheduler, model.rng_tracker)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, foreach=True)
+    return cfg, model, controller, optimizer
+
+
+def train_step(model, optimizer, tokens, labels) -> float:
+    """Seconds for forward + backward + AdamW step (inputs are ready; no data loading)."""
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    model(tokens, labels=labels).mean().backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg, model, controller, optimizer = build(args)
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=gen)
+    tokens, labels = data[:, :-1], data[:, 1:]
+    step_of = {q: q - 1 for q in QUARTERS}  # scheduler step k keeps (k + 1) / 4 of the tokens
+
+    controller.set_step(step_of[4])
+    train_step(model, optimizer, tokens, labels)  # warm-up at full length: allocator, AdamW state, kernels
+    times: dict[int, list[float]] = {q: [] for q in QUARTERS}
+    for _ in range(args.rounds):
+        for q in QUARTERS:
+            kept = controller.set_step(step_of[q], args.seq)
+            assert kept == q * args.seq // 4, f"schedule gave {kept} kept tokens for ratio {q}/4"
+            times[q].append(train_step(model, optimizer, tokens, labels))
+
+    ids = set(controller.layer_ids)
+    flops = {q: num_floating_point_operations(
+        cfg, args.batch, args.seq, args.vocab,
+        layer_seq_lengths=[q * args.seq // 4 if i in ids else args.seq for i in range(args.layers)])
+        for q in QUARTERS}
+    base = statistics.median(times[4])
+    print(f"GPT {args.layers}L h{args.hidden} heads{args.heads} S{args.seq} b{args.batch} V{args.vocab}, random-LTD on "
+          f"layers {min(ids)}..{max(ids)}, {args.threads} threads, median of {args.rounds} steps (fwd+bwd+AdamW)")
+    print(f"{'r/S':>5} {'r':>5} {'TFLOP/step':>10} {'FLOP ratio':>10} {'measured s':>10} {'predicted s':>11} "
+          f"{'GFLOP/s':>8} {'saving realised':>15}")
+    rows = []
+    for q in QUARTERS:
+        measured = statistics.median(times[q])
+        ratio = flops[q] / flops[4]
+        predicted = base * ratio
+        realised = (base - measured) / (base - predicted) if q < 4 else float("nan")
+        rows.append(dict(kept_ratio=q / 4, kept=q * args.seq // 4, flops=flops[q], flop_ratio=ratio,
+                         measured_s=measured, predicted_s=predicted, saving_realised=realised,
+                         samples_s=times[q]))
+        shown = "-" if q == 4 else f"{100 * realised:.0f}%"
+        print(f"{q / 4:>5.2f} {q * args.seq // 4:>5d} {flops[q] / 1e12:>10.3f} {ratio:>10.3f} {measured:>10.3f} "
+              f"{predicted:>11.3f} {flops[q] / measured / 1e9:>8.1f} {shown:>15}")
+    if args.json is not None:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()
