@@ -157,6 +157,7 @@ class Trainer:
         self.extra_stateful = dict(extra_stateful or {})
         self.rng_tracker = rng_tracker
         self.timers = Timers()
+        self.start_time = time.time()  # --exit-duration-in-mins counts from setup, as Megatron
         self.num_microbatches = cfg.num_microbatches
         self.gbs = cfg.global_batch_size
         self.iteration = 0
@@ -268,7 +269,6 @@ class Trainer:
 
     def train(self) -> TrainResult:
         """Run iterations until a stop or exit condition; evaluate, log and save on their intervals."""
-        start = time.time()
         interval = _Interval()
         previous_handler = self._install_signal_handler()
         saved_at = -1
@@ -302,7 +302,7 @@ class Trainer:
                 if self.t.save and self.t.save_interval and self.iteration % self.t.save_interval == 0:
                     self.save()
                     saved_at = self.iteration
-                reason = self._exit_reason(start)
+                reason = self._exit_reason()
                 if reason is not None:
                     if self.t.save and saved_at != self.iteration:
                         self.save()
@@ -354,13 +354,13 @@ class Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def _exit_reason(self, start: float) -> str | None:
+    def _exit_reason(self) -> str | None:
         if self.t.exit_signal_handler and self._any_rank(self._sigterm):
             return "signal"
         if self.t.exit_interval and self.iteration % self.t.exit_interval == 0:
             return "exit_interval"
         if self.t.exit_duration_in_mins is not None:
-            if self._any_rank((time.time() - start) / 60.0 > self.t.exit_duration_in_mins):
+            if self._any_rank((time.time() - self.start_time) / 60.0 > self.t.exit_duration_in_mins):
                 return "exit_duration"
         return None
 
