@@ -35,6 +35,7 @@ __all__ = [
     "analyze",
     "run_map",
     "run_reduce",
+    "write_metric_index",
     "output_prefix",
     "fit_index_dtype",
     "read_flat",
@@ -370,8 +371,12 @@ def _write_rows(prefix: str, values: np.ndarray, lengths: Sequence[int] | np.nda
         b.finalize(get_idx_path(prefix))
 
 
-def _write_per_sample_outputs(save_path: str, name: str, values: np.ndarray) -> dict[str, int]:
-    """Group samples by value with one stable argsort (no file per distinct value) and write DeepSpeed's files."""
+def write_metric_index(save_path: str, name: str, values: np.ndarray) -> dict[str, int]:
+    """Write the per-sample outputs of metric ``name`` from ``values`` (int [N], sample i -> metric).
+
+    Groups samples by value with one stable argsort (no file per distinct value) and writes DeepSpeed's four
+    files; returns summary statistics. The reduce uses it; tests and benchmarks may call it directly.
+    """
     n = len(values)
     vdt = fit_index_dtype(int(values.min()), int(values.max()))
     sdt = fit_index_dtype(0, n - 1)
@@ -406,7 +411,7 @@ def _reduce_one(save_path: str, metric: Metric, num_workers: int, num_samples: i
                 parts.append(np.asarray(vals))
         values = np.concatenate(parts)
         assert len(values) == num_samples, f"reduce of {metric.name}: {len(values)} values for {num_samples} samples"
-        stats = _write_per_sample_outputs(save_path, metric.name, values)
+        stats = write_metric_index(save_path, metric.name, values)
     else:
         total = None
         for mk in markers:
