@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Offline curriculum-learning analysis of the GPT training split (thin CLI over the curriculum analyzer).
+
+Builds the training dataset exactly as training will see it with ``--train-data-exact-num-epochs 1`` (same data,
+split, seed and seq-length flags as pretrain_gpt.py), so sample id = position in that dataset, and writes
+DeepSpeed-named index files under ``--save-path/{metric}/``. A blended training set is analyzed per component,
+into ``--save-path/dataset{c}/{metric}/`` (list those paths, in blend order, in the curriculum config).
+
+    .venv/bin/python tools/analyze_data.py --data-path data/kjv_text_document --split 949,50,1 --seq-length 1024 \
+        --metrics vocab_rarity --save-path data/analysis --num-threads 2
+
+Map/reduce over machines: run ``--task map --num-workers W --worker-id w`` on each, then ``--task reduce`` once;
+``--task both`` (default) does everything, running total_vocab_freq before vocab_rarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from megatron.config import add_dataclass_arguments, dataclass_from_namespace, dataclass_to_dict  # noqa: E402
+from megatron.data.config import DataConfig  # noqa: E402
+from megatron.data.tokenizer import TokenizerConfig, build_tokenizer  # noqa: E402
+from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, output_prefix  # noqa: E402
+from megatron.data_efficiency.curriculum.metrics import resolve_metric  # noqa: E402
+from megatron.logging import setup_logging  # noqa: E402
+
+# DataConfig.num_workers (loader processes) would clash with the analyzer's --num-workers (map workers); the
+# analysis always uses exactly one epoch.
+_DATA_EXCLUDE = ("num_workers", "train_data_exact_num_epochs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_dataclass_arguments(p, AnalyzerOptions, title="analysis")
+    add_dataclass_arguments(p, DataConfig, title="data", exclude=_DATA_EXCLUDE)
+    add_dataclass_arguments(p, TokenizerConfig, title="tokenizer")
+    p.add_argument("--seed", type=int, default=1234, help="Random seed of the dataset indices (as in training).")
+    p.add_argument("--no-progress", action="store_true", help="Disable the progress bars.")
+    return p
+
+
+def build_train_dataset(data_cfg: DataConfig, tok_cfg: TokenizerConfig, seed: int):
+    """The training split built for exactly one epoch, and the tokenizer."""
+    from megatron.data.gpt_dataset import build_gpt_datasets
+
+    tokenizer = build_tokenizer(tok_cfg)
+    cfg = dataclasses.replace(data_cfg, train_data_exact_num_epochs=1)
+    train, _, _ = build_gpt_datasets(cfg, tokenizer, (None, 0, 0), seed)
+    return train, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    for required in ("metrics", "save_path"):
+        if not hasattr(ns, required):
+            parser.error(f"--{required.replace('_', '-')} is required")
+    setup_logging()
+    try:
+        opts = dataclass_from_namespace(AnalyzerOptions, ns)
+        data_cfg = dataclass_from_namespace(DataConfig, ns)
+        tok_cfg = dataclass_from_namespace(TokenizerConfig, ns)
+        train, tokenizer = build_train_dataset(data_cfg, tok_cfg, ns.seed)
+    except ValueError as e:
+        parser.error(str(e))
+    identity = json.dumps({"data": dataclass_to_dict(data_cfg), "tokenizer": dataclass_to_dict(tok_cfg),
+                           "seed": ns.seed}, sort_keys=True, default=str)
+    components = list(train.datasets) if hasattr(train, "datasets") else [train]
+    for c, dataset in enumerate(components):
+        save = opts.save_path if len(components) == 1 else os.path.join(opts.save_path, f"dataset{c}")
+        print(f"analyzing {len(dataset):,} samples{f' of blend component {c}' if len(components) > 1 else ''} "
+              f"into {save}", file=sys.stderr)
+        analyze(dataset, dataclasses.replace(opts, save_path=save), vocab_size=tokenizer.vocab_size, pad_id=None,
+                sample_length=data_cfg.seq_length + 1, fingerprint_extra=f"{identity}|component{c}",
+                progress=not ns.no_progress)
+    if opts.task != "map":
+        for metric in map(resolve_metric, opts.metrics):
+            if metric.kind != "per_sample":
+                continue
+            name = metric.name
+            paths = [output_prefix(opts.save_path if len(components) == 1 else
+                                   os.path.join(opts.save_path, f"dataset{c}"), name, "index_to_sample")
+                     for c in range(len(components))]
+            print(f"{name}: index_to_sample_path {paths if len(paths) > 1 else paths[0]}")
+
+
+if __name__ == "__main__":
+    main()
