@@ -8,7 +8,12 @@ prints both timings and their ratio.
 DeepSpeed is installed at run time into its own directory (``pip install --target``, ``DS_BUILD_OPS=0``, without
 torch: the venv's torch is used) and runs in a subprocess with that directory on ``PYTHONPATH``; its code is never
 part of this repository. Its files use DeepSpeed's dtype codes (6-8 mean uint16/32/64), so the DeepSpeed side
-reads them with DeepSpeed's own reader and hands plain arrays back.
+reads them with DeepSpeed's own reader and hands plain arrays back. DeepSpeed pitfalls met here: batches must
+carry an ``index`` column (sample ids come only from it); accumulated metrics must return torch tensors with
+``metric_dtypes=[torch.int64]`` (its accumulate branch calls the metric again and ``.add_``s the raw result, so a
+numpy result breaks on the second batch); ``import deepspeed`` logs "Setting accelerator to CPU" and the install
+also drops pydantic/typing_extensions into the target directory, which therefore goes first on PYTHONPATH only
+in the subprocess.
 
     .venv/bin/python bench/bench_analyzer.py --num-samples 100000 --num-threads 2
 """
