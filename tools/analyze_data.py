@@ -45,14 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_train_dataset(data_cfg: DataConfig, tok_cfg: TokenizerConfig, seed: int):
-    """The training split built for exactly one epoch, and the tokenizer."""
+def build_train_components(data_cfg: DataConfig, tok_cfg: TokenizerConfig, seed: int):
+    """The training split built for exactly one epoch - per blend component for a weighted blend - and the tokenizer.
+
+    A blend component is analyzed as the dataset of its prefix alone (same split, seq-length and seed), which is
+    what the training blend must be made of for the sample ids to match.
+    """
     from megatron.data.gpt_dataset import build_gpt_datasets
 
     tokenizer = build_tokenizer(tok_cfg)
-    cfg = dataclasses.replace(data_cfg, train_data_exact_num_epochs=1)
-    train, _, _ = build_gpt_datasets(cfg, tokenizer, (None, 0, 0), seed)
-    return train, tokenizer
+    blend = None if data_cfg.mock_data else data_cfg.blends()[0]
+    if blend is None or blend.weights is None:
+        cfgs = [dataclasses.replace(data_cfg, train_data_exact_num_epochs=1)]
+    elif data_cfg.data_path is not None:
+        cfgs = [dataclasses.replace(data_cfg, data_path=[p], train_data_exact_num_epochs=1) for p in blend.prefixes]
+    else:
+        cfgs = [dataclasses.replace(data_cfg, train_data_path=[p], valid_data_path=None, test_data_path=None,
+                                    train_data_exact_num_epochs=1) for p in blend.prefixes]
+    components = []
+    for cfg in cfgs:
+        train, _, _ = build_gpt_datasets(cfg, tokenizer, (0, 0, 0), seed)
+        if train is None:
+            raise ValueError(f"{cfg.data_path or cfg.train_data_path}: the split {cfg.split!r} leaves no training "
+                             "documents")
+        components.append(train)
+    return components, tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,12 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         opts = dataclass_from_namespace(AnalyzerOptions, ns)
         data_cfg = dataclass_from_namespace(DataConfig, ns)
         tok_cfg = dataclass_from_namespace(TokenizerConfig, ns)
-        train, tokenizer = build_train_dataset(data_cfg, tok_cfg, ns.seed)
-    except ValueError as e:
+        components, tokenizer = build_train_components(data_cfg, tok_cfg, ns.seed)
+    except (ValueError, NotImplementedError) as e:
         parser.error(str(e))
     identity = json.dumps({"data": dataclass_to_dict(data_cfg), "tokenizer": dataclass_to_dict(tok_cfg),
                            "seed": ns.seed}, sort_keys=True, default=str)
-    components = list(train.datasets) if hasattr(train, "datasets") else [train]
     for c, dataset in enumerate(components):
         save = opts.save_path if len(components) == 1 else os.path.join(opts.save_path, f"dataset{c}")
         print(f"analyzing {len(dataset):,} samples{f' of blend component {c}' if len(components) > 1 else ''} "
