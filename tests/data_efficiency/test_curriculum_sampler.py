@@ -157,7 +157,7 @@ def test_exact_resume_mid_curriculum_under_prefetch(data):
                    "seqlen_truncate": {"difficulty_type": "value", "clustering_type": "single_cluster",
                                        "min_difficulty": 8, "max_difficulty": 64, "schedule_type": "fixed_linear",
                                        "schedule_config": {"total_curriculum_step": 30, "difficulty_step": 8}}})
-    kw = dict(global_batch_size=16, micro_batch_size=8)
+    kw = dict(global_batch_size=16, micro_batch_size=8, auto_commit=False)  # a prefetching loader commits by hand
     uninterrupted = build_curriculum_sampler(cfg, ds, **kw)
     stream = [uninterrupted.draw_global_batch() for _ in range(40)]
     run = build_curriculum_sampler(cfg, ds, **kw)
@@ -263,3 +263,17 @@ def test_single_cluster_only_draws_uniformly_without_repeats(data):
     drawn = np.concatenate(micro_batches)
     assert len(micro_batches) == expected_micro_batches == 50
     assert len(drawn) == 600 and len(np.unique(drawn)) == 600
+
+
+def test_auto_commit_checkpoints_the_batch_handed_out(data):
+    """With an in-process loader the state advances when a global batch's last micro-batch is handed out."""
+    (ds, save), _ = data
+    cfg = _config({"f": _metric(save, "first_token", "value", 5, 59, 30)})
+    kw = dict(global_batch_size=12, micro_batch_size=3, dp_rank=1, dp_size=2)
+    run = build_curriculum_sampler(cfg, ds, **kw)
+    it = iter(run)
+    handed = [next(it) for _ in range(2 * 7 + 1)]  # 7 global batches and the first micro-batch of the 8th
+    assert run.curriculum_step == 7 and run.last_drawn.curriculum_step == 8
+    resumed = build_curriculum_sampler(cfg, ds, **kw)
+    resumed.load_state_dict(run.state_dict())
+    assert next(iter(resumed)) == handed[-1]

@@ -284,11 +284,14 @@ class CurriculumSampler:
     from its pool (by clusters); the batch is shuffled. ``single_cluster`` metrics select nothing; their
     difficulty is reported for batch post-processing (seqlen truncation/reshape).
 
-    Prefetch-safe checkpoints: iteration may run ahead of training (DataLoader prefetch), so ``state_dict()``
-    returns the state after the last batch handed to training, which the loop marks by calling ``commit()``
-    once per global batch. DeepSpeed's sampler checkpoints the position of the prefetched batches and the
-    global numpy RNG instead of its own generator (DeepSpeed issue #8405), so a resumed run replays the sampling
-    stream from the seed; here the generator state, cluster cursors and counters are saved together.
+    Prefetch-safe checkpoints: ``state_dict()`` returns the state after the last global batch handed to training
+    ("committed"), never the position of batches drawn ahead. With ``auto_commit`` (default) iteration commits a
+    global batch when it yields that batch's last micro-batch for this rank: exact when the loader fetches in the
+    training process (no prefetch). Behind a prefetching DataLoader pass ``auto_commit=False`` and call
+    ``commit()`` once per global batch when training takes it. DeepSpeed's sampler checkpoints the prefetched
+    position and the global numpy RNG instead of its own generator (DeepSpeed issue #8405), so a resumed run
+    replays the sampling stream from the seed; here the generator state, cluster cursors and counters are saved
+    together.
 
     Args:
         config: the data_efficiency config (curriculum learning must be enabled).
@@ -297,11 +300,12 @@ class CurriculumSampler:
         global_batch_size / micro_batch_size: in samples; global = micro x dp_size x gradient accumulation.
         dp_rank / dp_size: this rank's slice of every global batch.
         custom_schedules: metric name -> callable for ``schedule_type: custom`` metrics.
+        auto_commit: commit each global batch when iteration hands out its last micro-batch (see above).
     """
 
     def __init__(self, config: DataEfficiencyConfig, layout: DatasetLayout, indexes: Sequence[list[MetricIndex]], *,
                  global_batch_size: int, micro_batch_size: int, dp_rank: int = 0, dp_size: int = 1,
-                 custom_schedules: Mapping[str, CustomSchedule] | None = None) -> None:
+                 custom_schedules: Mapping[str, CustomSchedule] | None = None, auto_commit: bool = True) -> None:
         cl = config.data_sampling.curriculum_learning
         if not config.curriculum_enabled:
             raise ValueError("data_efficiency.data_sampling.curriculum_learning.enabled is false; no curriculum "
@@ -329,6 +333,9 @@ class CurriculumSampler:
         self.global_batch_size = global_batch_size
         self.micro_batch_size = micro_batch_size
         self.dp_rank, self.dp_size = dp_rank, dp_size
+        self.auto_commit = auto_commit
+        # The most recently drawn global batch (with an in-process loader: the one being trained).
+        self.last_drawn: CurriculumBatch | None = None
         self.total_samples = layout.size * config.data_sampling.num_epochs
         self._weights = np.asarray(layout.weights, dtype=np.float64)
         self._pools = [
@@ -402,6 +409,7 @@ class CurriculumSampler:
         self._consumed += len(indices)
         batch = CurriculumBatch(curriculum_step=step, difficulties=diffs, indices=indices)
         self._pending.append((batch, self._snapshot()))
+        self.last_drawn = batch
         return batch
 
     def commit(self) -> CurriculumBatch:
@@ -439,7 +447,11 @@ class CurriculumSampler:
         if self._pending:  # an abandoned iterator drew ahead: rewind to what training actually consumed
             self.load_state_dict(self._committed)
         while self._step < self.num_global_batches:
-            yield from self.rank_micro_batches(self.draw_global_batch().indices)
+            micro_batches = self.rank_micro_batches(self.draw_global_batch().indices)
+            for i, mb in enumerate(micro_batches):
+                if self.auto_commit and i == len(micro_batches) - 1:
+                    self.commit()  # handed to training with its last micro-batch (no prefetch in between)
+                yield mb
 
     # ---- checkpoint --------------------------------------------------------------------------------------------
 
@@ -484,6 +496,7 @@ class CurriculumSampler:
         self._consumed = int(state["consumed_samples"])
         self._blend_counts = [int(c) for c in state["blend_counts"]]
         self._pending.clear()
+        self.last_drawn = None
         self._committed = self._snapshot()
 
     @property
@@ -512,7 +525,8 @@ def _blend_structure(dataset: Any) -> DatasetLayout:
 
 def build_curriculum_sampler(config: DataEfficiencyConfig, dataset: Any, *, global_batch_size: int,
                              micro_batch_size: int, dp_rank: int = 0, dp_size: int = 1,
-                             custom_schedules: Mapping[str, CustomSchedule] | None = None) -> CurriculumSampler:
+                             custom_schedules: Mapping[str, CustomSchedule] | None = None,
+                             auto_commit: bool = True) -> CurriculumSampler:
     """Load every schedule-based metric's analysis files for ``dataset`` (one set per blend component) and build
     the sampler. ``dataset`` is the training dataset built for exactly one epoch, as analyzed.
 
@@ -532,4 +546,4 @@ def build_curriculum_sampler(config: DataEfficiencyConfig, dataset: Any, *, glob
             indexes[c].append(MetricIndex.load(name, m, samples, values, layout.component_sizes[c]))
     return CurriculumSampler(config, layout, indexes, global_batch_size=global_batch_size,
                              micro_batch_size=micro_batch_size, dp_rank=dp_rank, dp_size=dp_size,
-                             custom_schedules=custom_schedules)
+                             custom_schedules=custom_schedules, auto_commit=auto_commit)
