@@ -173,7 +173,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, r in rows:
         print(f"| {name} | {r['build']:.2f} | {1e3 * r['mean']:.3f} | {1e3 * r['max']:.1f} | "
-              f"{100 * r['mean'] / train:.4f}% |")
+              f"{100 * r['mean'] / train:.1e}% |")
     print(f"proxy CPU training step (debug GPT, {args.global_batch_size} x {args.seq_length} tokens, from one "
           f"micro-batch of {args.micro_batch_size}): {train:.2f} s")
     if len(rows) == 2:
