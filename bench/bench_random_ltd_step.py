@@ -1,4 +1,4 @@
-"""CPU training-step time of a GPT with random-LTD at several kept ratios against the FLOP-model prediction.
+"""Training-step time of a GPT with random-LTD at several kept ratios against the FLOP-model prediction (CPU or GPU).
 
 One model with layers 1..L-2 wrapped by ``wrap_layers``; its scheduler runs r = S/4, S/2, 3S/4, S at steps
 0..3, so ``controller.set_step(k)`` picks the kept ratio. A step is forward (per-token loss, mean) + backward +
@@ -6,7 +6,8 @@ One model with layers 1..L-2 wrapped by ``wrap_layers``; its scheduler runs r = 
 r/S = 1 time scaled by ``num_floating_point_operations`` with per-layer sequence lengths (Megatron's formula;
 embedding and logit FLOPs stay at full length). "saving realised" = (T_1 - T_r) / (T_1 - T_pred), target >= 80%.
 
-    .venv/bin/python bench/bench_random_ltd_cpu.py [--layers 8 --hidden 512 --heads 8 --seq 512 --batch 4]
+    .venv/bin/python bench/bench_random_ltd_step.py [--layers 8 --hidden 512 --heads 8 --seq 512 --batch 4]
+    python bench/bench_random_ltd_step.py --device cuda --flavor gpt-350m --seq 2048 --batch 8   # bf16 on a GPU
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=8192, help="padded vocabulary (logits are not dropped)")
     p.add_argument("--rounds", type=int, default=3, help="timed steps per ratio (after one warm-up step each)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda runs the model in bf16 with fused AdamW)")
+    p.add_argument("--flavor", default=None, help="a TransformerConfig flavour (e.g. gpt-350m) instead of the sizes")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here (atomically)")
     args = p.parse_args()
     if args.seq % 4 or args.layers < 3:
@@ -57,9 +60,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace):
-    cfg = TransformerConfig(num_layers=args.layers, hidden_size=args.hidden, num_attention_heads=args.heads,
-                            max_position_embeddings=args.seq)
-    model = GPTModel(cfg, ParallelState.single(), args.vocab, seed=1234).train()
+    if args.flavor:
+        cfg = TransformerConfig.flavor(args.flavor, max_position_embeddings=args.seq)
+        args.layers = cfg.num_layers
+    else:
+        cfg = TransformerConfig(num_layers=args.layers, hidden_size=args.hidden, num_attention_heads=args.heads,
+                                max_position_embeddings=args.seq)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        cfg.params_dtype = "bfloat16"
+    model = GPTModel(cfg, ParallelState.single(), args.vocab, seed=1234).to(args.device).train()
     ids = default_layer_ids(args.layers)
     quarter = args.seq // 4
     schedule = RandomLTDSchedule(min_value=quarter, max_value=args.seq,
@@ -68,16 +78,20 @@ def build(args: argparse.Namespace):
         total_layer_num=args.layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
         random_ltd_schedule=schedule))
     controller = wrap_layers(model.layers, ids, scheduler, model.rng_tracker)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, foreach=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01,
+                                  **({"fused": True} if cuda else {"foreach": True}))
     return cfg, model, controller, optimizer
 
 
 def train_step(model, optimizer, tokens, labels) -> float:
     """Seconds for forward + backward + AdamW step (inputs are ready; no data loading)."""
+    sync = torch.cuda.synchronize if tokens.is_cuda else (lambda: None)
+    sync()
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     model(tokens, labels=labels).mean().backward()
     optimizer.step()
+    sync()
     return time.perf_counter() - start
 
 
@@ -87,12 +101,13 @@ def main() -> None:
     torch.manual_seed(0)
     cfg, model, controller, optimizer = build(args)
     gen = torch.Generator().manual_seed(0)
-    data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=gen)
+    data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=gen).to(args.device)
     tokens, labels = data[:, :-1], data[:, 1:]
     step_of = {q: q - 1 for q in QUARTERS}  # scheduler step k keeps (k + 1) / 4 of the tokens
 
-    controller.set_step(step_of[4])
-    train_step(model, optimizer, tokens, labels)  # warm-up at full length: allocator, AdamW state, kernels
+    for q in QUARTERS:  # warm-up at every length: allocator, AdamW state, kernels chosen per shape
+        controller.set_step(step_of[q], args.seq)
+        train_step(model, optimizer, tokens, labels)
     times: dict[int, list[float]] = {q: [] for q in QUARTERS}
     for _ in range(args.rounds):
         for q in QUARTERS:
@@ -107,7 +122,7 @@ def main() -> None:
         for q in QUARTERS}
     base = statistics.median(times[4])
     print(f"GPT {args.layers}L h{args.hidden} heads{args.heads} S{args.seq} b{args.batch} V{args.vocab}, random-LTD on "
-          f"layers {min(ids)}..{max(ids)}, {args.threads} threads, median of {args.rounds} steps (fwd+bwd+AdamW)")
+          f"layers {min(ids)}..{max(ids)}, {args.device}{' bf16' if args.device.startswith('cuda') else f', {args.threads} threads'}, median of {args.rounds} steps (fwd+bwd+AdamW)")
     print(f"{'r/S':>5} {'r':>5} {'TFLOP/step':>10} {'FLOP ratio':>10} {'measured s':>10} {'predicted s':>11} "
           f"{'GFLOP/s':>8} {'saving realised':>15}")
     rows = []
