@@ -165,7 +165,8 @@ def main() -> None:
         proc = subprocess.run(cmd, cwd=args.work_dir, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"DeepSpeed side failed:\n{proc.stderr[-4000:]}")
-        rows.insert(0, (f"DeepSpeed {DS_VERSION} DeepSpeedDataSampler", json.loads(proc.stdout.strip().splitlines()[-1])))
+        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.insert(0, (f"DeepSpeed {DS_VERSION} DeepSpeedDataSampler", theirs))
     train = proxy_train_step(args)
     print(f"\ncurriculum sampler: {args.num_samples:,} samples, {args.distinct_values} metric values, global batch "
           f"{args.global_batch_size}, {args.steps} curriculum steps (percentile 1->100, root 2) + seqlen_truncate")

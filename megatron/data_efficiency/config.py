@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
+
+from megatron.data_efficiency.config_parsing import ConfigKeyError, from_mapping, require
 
 __all__ = [
     "DifficultyType",
@@ -47,24 +46,6 @@ ScheduleType = Literal["fixed_linear", "fixed_root", "fixed_discrete", "custom"]
 # Metric names Megatron-DeepSpeed's GPT post-processing matches literally: they change the batch's sequence length
 # instead of selecting samples, so they need no analysis files.
 SEQLEN_METRICS = ("seqlen_truncate", "seqlen_reshape")
-
-
-class ConfigKeyError(ValueError):
-    """A config error tied to a key path; parents prefix their own path when they re-raise it."""
-
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        self.message = message
-        super().__init__(f"{key}: {message}")
-
-    def under(self, prefix: str) -> ConfigKeyError:
-        """The same error with ``prefix.`` in front of its key."""
-        return ConfigKeyError(f"{prefix}.{self.key}" if prefix else self.key, self.message)
-
-
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigKeyError(key, message)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -104,33 +85,34 @@ class ScheduleConfig:
             self._check_discrete(min_difficulty, max_difficulty)
 
     def _check_root(self, schedule_type: str) -> None:
-        _require(self.total_curriculum_step is not None, "total_curriculum_step", f"required by {schedule_type}")
-        _require(self.difficulty_step is not None, "difficulty_step", f"required by {schedule_type}")
-        _require(self.total_curriculum_step >= 1, "total_curriculum_step",
+        require(self.total_curriculum_step is not None, "total_curriculum_step", f"required by {schedule_type}")
+        require(self.difficulty_step is not None, "difficulty_step", f"required by {schedule_type}")
+        require(self.total_curriculum_step >= 1, "total_curriculum_step",
                  f"must be >= 1, got {self.total_curriculum_step}")
-        _require(self.difficulty_step >= 1, "difficulty_step", f"must be >= 1, got {self.difficulty_step}")
+        require(self.difficulty_step >= 1, "difficulty_step", f"must be >= 1, got {self.difficulty_step}")
         if schedule_type == "fixed_root":
-            _require(self.root_degree is not None, "root_degree", "required by fixed_root")
-            _require(self.root_degree > 0, "root_degree", f"must be > 0, got {self.root_degree}")
+            require(self.root_degree is not None, "root_degree", "required by fixed_root")
+            require(self.root_degree > 0, "root_degree", f"must be > 0, got {self.root_degree}")
         elif self.root_degree is not None:
-            _require(self.root_degree == 1, "root_degree",
+            require(self.root_degree == 1, "root_degree",
                      f"fixed_linear is fixed_root with root_degree 1, got {self.root_degree}; use fixed_root")
 
     def _check_discrete(self, lo: int, hi: int) -> None:
-        _require(self.difficulty is not None and len(self.difficulty) > 0, "difficulty",
+        require(self.difficulty is not None and len(self.difficulty) > 0, "difficulty",
                  "fixed_discrete needs a non-empty list of difficulties")
-        _require(self.max_step is not None, "max_step", "fixed_discrete needs max_step (may be [] for one level)")
-        _require(len(self.difficulty) == len(self.max_step) + 1, "difficulty",
+        require(self.max_step is not None, "max_step", "fixed_discrete needs max_step (may be [] for one level)")
+        require(len(self.difficulty) == len(self.max_step) + 1, "difficulty",
                  f"needs exactly len(max_step) + 1 = {len(self.max_step) + 1} entries, got {len(self.difficulty)}")
         for i, (a, b) in enumerate(zip(self.max_step, self.max_step[1:])):
-            _require(b > a, f"max_step[{i + 1}]", f"must be > max_step[{i}] = {a}, got {b}")
+            require(b > a, f"max_step[{i + 1}]", f"must be > max_step[{i}] = {a}, got {b}")
         if self.max_step:
-            _require(self.max_step[0] >= 1, "max_step[0]", f"must be >= 1, got {self.max_step[0]}")
+            require(self.max_step[0] >= 1, "max_step[0]", f"must be >= 1, got {self.max_step[0]}")
         for i, d in enumerate(self.difficulty):
-            _require(lo <= d <= hi, f"difficulty[{i}]", f"{d} is outside [min_difficulty, max_difficulty] = [{lo}, {hi}]")
+            require(lo <= d <= hi, f"difficulty[{i}]",
+                    f"{d} is outside [min_difficulty, max_difficulty] = [{lo}, {hi}]")
             if i:
                 # The sampler only ever widens the admitted pool (as DeepSpeed's clusters do).
-                _require(d >= self.difficulty[i - 1], f"difficulty[{i}]",
+                require(d >= self.difficulty[i - 1], f"difficulty[{i}]",
                          f"{d} < difficulty[{i - 1}] = {self.difficulty[i - 1]}; difficulties must not decrease")
 
 
@@ -162,24 +144,24 @@ class CurriculumMetricConfig:
     """Analyzer output ``{metric}_index_to_metric`` prefix (schedule_based with difficulty_type value only)."""
 
     def __post_init__(self) -> None:
-        _require(self.min_difficulty <= self.max_difficulty, "min_difficulty",
+        require(self.min_difficulty <= self.max_difficulty, "min_difficulty",
                  f"{self.min_difficulty} is greater than max_difficulty {self.max_difficulty}")
         if self.difficulty_type == "percentile":
-            _require(0 < self.min_difficulty, "min_difficulty",
+            require(0 < self.min_difficulty, "min_difficulty",
                      f"a percentile difficulty must be in (0, 100], got {self.min_difficulty} (0% admits no sample)")
-            _require(self.max_difficulty <= 100, "max_difficulty",
+            require(self.max_difficulty <= 100, "max_difficulty",
                      f"a percentile difficulty must be in (0, 100], got {self.max_difficulty}")
         try:
             self.schedule_config.check(self.schedule_type, self.min_difficulty, self.max_difficulty)
         except ConfigKeyError as e:
             raise e.under("schedule_config") from None
         if self.clustering_type == "schedule_based":
-            _require(_has_path(self.index_to_sample_path), "index_to_sample_path",
+            require(_has_path(self.index_to_sample_path), "index_to_sample_path",
                      "required by clustering_type schedule_based (the analyzer's index_to_sample file prefix)")
             if self.difficulty_type == "value":
-                _require(_has_path(self.index_to_metric_path), "index_to_metric_path",
+                require(_has_path(self.index_to_metric_path), "index_to_metric_path",
                          "required by clustering_type schedule_based with difficulty_type value")
-                _require(_path_count(self.index_to_metric_path) == _path_count(self.index_to_sample_path),
+                require(_path_count(self.index_to_metric_path) == _path_count(self.index_to_sample_path),
                          "index_to_metric_path", "needs as many entries as index_to_sample_path")
 
     def index_paths(self, num_components: int) -> list[tuple[str | None, str | None]]:
@@ -224,18 +206,18 @@ class CurriculumLearningConfig:
     def __post_init__(self) -> None:
         if not self.enabled:
             return
-        _require(len(self.curriculum_metrics) > 0, "curriculum_metrics",
+        require(len(self.curriculum_metrics) > 0, "curriculum_metrics",
                  "curriculum learning is enabled but no metric is configured")
         seqlen = [name for name in self.curriculum_metrics if name in SEQLEN_METRICS]
-        _require(len(seqlen) <= 1, f"curriculum_metrics.{seqlen[-1] if seqlen else ''}",
+        require(len(seqlen) <= 1, f"curriculum_metrics.{seqlen[-1] if seqlen else ''}",
                  f"use only one of {list(SEQLEN_METRICS)}, got {seqlen}")
         for name in seqlen:
             m = self.curriculum_metrics[name]
-            _require(m.difficulty_type == "value", f"curriculum_metrics.{name}.difficulty_type",
+            require(m.difficulty_type == "value", f"curriculum_metrics.{name}.difficulty_type",
                      f"{name} is a sequence length, so it needs difficulty_type 'value', got {m.difficulty_type!r}")
-            _require(m.clustering_type == "single_cluster", f"curriculum_metrics.{name}.clustering_type",
+            require(m.clustering_type == "single_cluster", f"curriculum_metrics.{name}.clustering_type",
                      f"{name} post-processes batches and selects no samples; use 'single_cluster'")
-            _require(m.min_difficulty >= 1, f"curriculum_metrics.{name}.min_difficulty",
+            require(m.min_difficulty >= 1, f"curriculum_metrics.{name}.min_difficulty",
                      f"a sequence length must be >= 1, got {m.min_difficulty}")
 
     @property
@@ -263,9 +245,9 @@ class DataSamplingConfig:
     """Curriculum learning settings."""
 
     def __post_init__(self) -> None:
-        _require(self.num_epochs >= 1, "num_epochs", f"must be >= 1, got {self.num_epochs}")
-        _require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        _require(self.enabled or not self.curriculum_learning.enabled, "enabled",
+        require(self.num_epochs >= 1, "num_epochs", f"must be >= 1, got {self.num_epochs}")
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.enabled or not self.curriculum_learning.enabled, "enabled",
                  "is false but curriculum_learning.enabled is true; set both to true (or disable curriculum_learning)")
 
 
@@ -284,8 +266,8 @@ class RandomLTDScheduleSettings:
     """Kept-token counts are rounded down to a multiple of this."""
 
     def __post_init__(self) -> None:
-        _require(self.require_steps >= 1, "require_steps", f"must be >= 1, got {self.require_steps}")
-        _require(self.seq_per_step >= 1, "seq_per_step", f"must be >= 1, got {self.seq_per_step}")
+        require(self.require_steps >= 1, "require_steps", f"must be >= 1, got {self.require_steps}")
+        require(self.seq_per_step >= 1, "seq_per_step", f"must be >= 1, got {self.seq_per_step}")
 
 
 @dataclass(kw_only=True)
@@ -302,8 +284,8 @@ class RandomLTDScheduleConfig:
     """require_steps and seq_per_step."""
 
     def __post_init__(self) -> None:
-        _require(self.min_value >= 1, "min_value", f"must keep at least 1 token, got {self.min_value}")
-        _require(self.min_value <= self.max_value, "min_value",
+        require(self.min_value >= 1, "min_value", f"must keep at least 1 token, got {self.min_value}")
+        require(self.min_value <= self.max_value, "min_value",
                  f"{self.min_value} is greater than max_value {self.max_value}")
 
 
@@ -354,14 +336,14 @@ class RandomLTDConfig:
             return
         for key in ("total_layer_num", "random_ltd_layer_num", "random_ltd_layer_id", "model_mask_name",
                     "model_type", "hidden_state_order", "random_ltd_schedule"):
-            _require(getattr(self, key) is not None, key, "required when random_ltd is enabled")
+            require(getattr(self, key) is not None, key, "required when random_ltd is enabled")
         ids = self.random_ltd_layer_id
-        _require(self.total_layer_num >= 1, "total_layer_num", f"must be >= 1, got {self.total_layer_num}")
-        _require(self.random_ltd_layer_num == len(ids), "random_ltd_layer_num",
+        require(self.total_layer_num >= 1, "total_layer_num", f"must be >= 1, got {self.total_layer_num}")
+        require(self.random_ltd_layer_num == len(ids), "random_ltd_layer_num",
                  f"{self.random_ltd_layer_num} does not match the {len(ids)} ids in random_ltd_layer_id")
-        _require(len(set(ids)) == len(ids), "random_ltd_layer_id", f"contains duplicates: {ids}")
+        require(len(set(ids)) == len(ids), "random_ltd_layer_id", f"contains duplicates: {ids}")
         for i, layer in enumerate(ids):
-            _require(0 <= layer < self.total_layer_num, f"random_ltd_layer_id[{i}]",
+            require(0 <= layer < self.total_layer_num, f"random_ltd_layer_id[{i}]",
                      f"layer {layer} is outside [0, total_layer_num) = [0, {self.total_layer_num})")
 
     def to_schedule_config(self):
@@ -401,7 +383,7 @@ class DataRoutingConfig:
     """Random-LTD settings."""
 
     def __post_init__(self) -> None:
-        _require(self.enabled or not self.random_ltd.enabled, "enabled",
+        require(self.enabled or not self.random_ltd.enabled, "enabled",
                  "is false but random_ltd.enabled is true; set both to true (or disable random_ltd)")
 
 
@@ -430,8 +412,9 @@ class LegacyCurriculumConfig:
     def __post_init__(self) -> None:
         if not self.enabled:
             return
-        _require(self.min_difficulty >= 1, "min_difficulty", f"a sequence length must be >= 1, got {self.min_difficulty}")
-        _require(self.min_difficulty <= self.max_difficulty, "min_difficulty",
+        require(self.min_difficulty >= 1, "min_difficulty",
+                f"a sequence length must be >= 1, got {self.min_difficulty}")
+        require(self.min_difficulty <= self.max_difficulty, "min_difficulty",
                  f"{self.min_difficulty} is greater than max_difficulty {self.max_difficulty}")
         try:
             self.schedule_config.check(self.schedule_type, self.min_difficulty, self.max_difficulty)
@@ -455,9 +438,9 @@ class DataEfficiencyConfig:
     """Top-level ``curriculum_learning`` of a DeepSpeed config (not part of the data_efficiency section)."""
 
     def __post_init__(self) -> None:
-        _require(self.enabled or not self.data_sampling.curriculum_learning.enabled, "enabled",
+        require(self.enabled or not self.data_sampling.curriculum_learning.enabled, "enabled",
                  "is false but data_sampling.curriculum_learning.enabled is true; set both to true")
-        _require(self.enabled or not self.data_routing.random_ltd.enabled, "enabled",
+        require(self.enabled or not self.data_routing.random_ltd.enabled, "enabled",
                  "is false but data_routing.random_ltd.enabled is true; set both to true")
         if self.legacy_curriculum.enabled and self.curriculum_enabled:
             seqlen = self.data_sampling.curriculum_learning.seqlen_metric
@@ -486,92 +469,6 @@ class DataEfficiencyConfig:
 _SECTION_KEYS = ("enabled", "seed", "data_sampling", "data_routing")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    """Check/convert one JSON value against a type annotation; ConfigKeyError names ``key``."""
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in get_args(tp):
-            return None
-        errors = []
-        for arg in get_args(tp):
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, key)
-            except ConfigKeyError as e:
-                errors.append(e.message)
-        raise ConfigKeyError(key, "; or ".join(errors))
-    if dataclasses.is_dataclass(tp):
-        return _from_mapping(tp, value, key)
-    if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            raise ConfigKeyError(key, f"{value!r} is not one of {list(choices)}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigKeyError(key, f"expected a list, got {type(value).__name__} {value!r}")
-        (elem,) = get_args(tp)
-        return [_convert(elem, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigKeyError(key, f"expected an object, got {type(value).__name__} {value!r}")
-        _, elem = get_args(tp)
-        return {str(k): _convert(elem, v, f"{key}.{k}") for k, v in value.items()}
-    return _convert_scalar(tp, value, key)
-
-
-def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigKeyError(key, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigKeyError(key, f"expected an integer, got {value!r}")
-        if isinstance(value, float):
-            if not (math.isfinite(value) and value.is_integer()):
-                raise ConfigKeyError(key, f"expected an integer, got {value!r}")
-            value = int(value)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigKeyError(key, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigKeyError(key, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"internal: unsupported annotation {_type_name(tp)} for {key}")
-
-
-def _from_mapping(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass ``cls`` from a JSON object; unknown or missing keys and bad values name ``path.key``."""
-    if not isinstance(data, Mapping):
-        raise ConfigKeyError(path, f"expected an object, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigKeyError(f"{path}.{unknown[0]}" if path else unknown[0],
-                             f"unknown key; known keys here: {sorted(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{path}.{name}" if path else name
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigKeyError(key, "required key is missing")
-    try:
-        return cls(**kwargs)
-    except ConfigKeyError as e:
-        raise e.under(path) from None
-
-
 def parse_data_efficiency_config(data: Mapping[str, Any]) -> DataEfficiencyConfig:
     """Parse a bare ``data_efficiency`` section or a whole DeepSpeed config dict.
 
@@ -588,7 +485,7 @@ def parse_data_efficiency_config(data: Mapping[str, Any]) -> DataEfficiencyConfi
     if "data_efficiency" in data or "curriculum_learning" in data:
         section = data.get("data_efficiency", {})
         if "curriculum_learning" in data:
-            legacy = _from_mapping(LegacyCurriculumConfig, data["curriculum_learning"], "curriculum_learning")
+            legacy = from_mapping(LegacyCurriculumConfig, data["curriculum_learning"], "curriculum_learning")
     else:
         unknown = sorted(set(data) - set(_SECTION_KEYS))
         if unknown:
@@ -597,7 +494,7 @@ def parse_data_efficiency_config(data: Mapping[str, Any]) -> DataEfficiencyConfi
                 "(or pass a whole DeepSpeed config with a 'data_efficiency' key)"
             )
         section = data
-    parsed = _from_mapping(_SectionOnly, section, "data_efficiency")
+    parsed = from_mapping(_SectionOnly, section, "data_efficiency")
     try:
         return DataEfficiencyConfig(
             enabled=parsed.enabled, seed=parsed.seed, data_sampling=parsed.data_sampling,

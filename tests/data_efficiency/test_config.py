@@ -137,7 +137,8 @@ def test_fixed_discrete_and_random_ltd_checks():
         "difficulty": [10, 50, 100], "max_step": [5, 9]}
     parse_data_efficiency_config(data)
     bad = copy.deepcopy(data)
-    bad["data_sampling"]["curriculum_learning"]["curriculum_metrics"]["vocab_rarity"]["schedule_config"]["max_step"] = [9, 5]
+    metrics = bad["data_sampling"]["curriculum_learning"]["curriculum_metrics"]
+    metrics["vocab_rarity"]["schedule_config"]["max_step"] = [9, 5]
     with pytest.raises(ValueError, match=rf"^{CM}.vocab_rarity.schedule_config.max_step\[1\]:"):
         parse_data_efficiency_config(bad)
     ltd = {"enabled": True, "total_layer_num": 4, "random_ltd_layer_num": 2, "random_ltd_layer_id": [1, 4],

@@ -76,7 +76,8 @@ def _metric(save, name, kind, lo, hi, total, clustering="schedule_based", schedu
 
 def _config(metrics, seed=1234, num_epochs=1000):
     return parse_data_efficiency_config({"enabled": True, "seed": seed, "data_sampling": {
-        "enabled": True, "num_epochs": num_epochs, "curriculum_learning": {"enabled": True, "curriculum_metrics": metrics}}})
+        "enabled": True, "num_epochs": num_epochs,
+        "curriculum_learning": {"enabled": True, "curriculum_metrics": metrics}}})
 
 
 def _ranks(values):

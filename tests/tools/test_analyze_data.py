@@ -99,7 +99,8 @@ def test_reduce_refuses_incomplete_map_through_the_cli(toy_gpt2_dataset, tmp_pat
 def test_plot_curriculum_writes_a_png(analyzed):
     """plot_curriculum.py renders distribution + schedule of a DeepSpeed config pointing at the tool's outputs."""
     _, _, save, root = analyzed
-    ds_cfg = json.loads((REPO / "examples" / "curriculum" / "gpt_1.3b_cl_vocab_rarity_seqlen_truncate.json").read_text())
+    example = REPO / "examples" / "curriculum" / "gpt_1.3b_cl_vocab_rarity_seqlen_truncate.json"
+    ds_cfg = json.loads(example.read_text())
     voc = ds_cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["curriculum_metrics"]["voc"]
     voc["index_to_sample_path"] = output_prefix(save, "vocab_rarity", "index_to_sample_percentile_merged")
     voc["index_to_metric_path"] = output_prefix(save, "vocab_rarity", "index_to_metric")
