@@ -1,0 +1,301 @@
+"""GPT pretraining datasets: one split of one ``.bin/.idx`` file cut into ``seq_length + 1``-token samples.
+
+``GPTDataset`` serves the samples of one split in shuffled order from cached document/sample/shuffle indices
+(``gpt_indices``, megatron-core semantics); ``build_gpt_datasets`` turns a ``DataConfig`` into the train, valid
+and test datasets, blending several files with ``BlendedDataset`` when weights are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from megatron.data.blending import BlendedDataset, blend_sample_counts, normalize_weights
+from megatron.data.config import Blend, DataConfig
+from megatron.data.gpt_indices import Split, build_gpt_indices, split_document_ranges
+from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
+from megatron.data.indexed_dataset import IndexedDataset
+from megatron.logging import get_logger, log_rank0
+
+__all__ = ["GPTDataset", "GPTIndexParams", "MockIndexedDataset", "build_gpt_datasets", "tokenizer_identity"]
+
+logger = get_logger(__name__)
+
+# Bump when the index semantics change, so old cache entries stop matching.
+INDEX_FORMAT_VERSION = 1
+_INDEX_NAMES = ("doc_index", "sample_index", "shuffle_index")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTIndexParams:
+    """Everything besides the file contents that determines a split's indices."""
+
+    path_prefix: str
+    """Dataset prefix (``.bin/.idx`` without suffix)."""
+    split: Split
+    """Which split this is (part of the cache file name)."""
+    document_range: tuple[int, int]
+    """The split's documents ``[lo, hi)``."""
+    num_samples: Optional[int]
+    """Requested samples (None: one epoch); ignored with ``exact_num_epochs``."""
+    seq_length: int
+    """Tokens per sample; samples hold ``seq_length + 1`` tokens."""
+    seed: int
+    """Seed of the shuffles."""
+    exact_num_epochs: Optional[int] = None
+    """Build exactly this many epochs (curriculum learning's analyzed training split)."""
+
+
+def tokenizer_identity(tokenizer: Any) -> Any:
+    """The tokenizer's ``unique_identifiers`` as plain JSON (None without a tokenizer), for cache keys."""
+    ids = getattr(tokenizer, "unique_identifiers", None) if tokenizer is not None else None
+    return json.loads(json.dumps(ids, sort_keys=True, default=str))
+
+
+class GPTDataset(torch.utils.data.Dataset):
+    """Samples of one split of one indexed dataset.
+
+    Item ``k`` is shuffled sample ``shuffle_index[k]``: a dict with ``tokens`` (int64 [seq_length + 1]: inputs
+    are ``tokens[:-1]``, labels ``tokens[1:]``), ``dataset_id`` (0) and ``dataset_sample_index`` (``k``, the
+    sample's id as the curriculum analyzer and sampler use it).
+
+    Args:
+        indexed_dataset: the low-level dataset (``sequence_lengths``, ``get(idx, offset, length)``).
+        params: what determines the indices.
+        cache_dir: directory of the index cache; None keeps the indices in memory only.
+        tokenizer_id: the tokenizer's ``unique_identifiers`` (part of the cache key).
+    """
+
+    def __init__(
+        self,
+        indexed_dataset: Any,
+        params: GPTIndexParams,
+        *,
+        cache_dir: Optional[str],
+        tokenizer_id: Any = None,
+    ) -> None:
+        self.indexed_dataset, self.params = indexed_dataset, params
+        lo, hi = params.document_range
+        if not 0 <= lo < hi <= len(indexed_dataset.sequence_lengths):
+            raise ValueError(
+                f"{params.path_prefix}: {params.split.name} split has documents [{lo}, {hi}) of "
+                f"{len(indexed_dataset.sequence_lengths)}; give it a larger share in 'split' or more data"
+            )
+        self.cache = None if cache_dir is None else IndexCache(
+            cache_dir, "GPTDataset", params.split.name, self.unique_identifiers(tokenizer_id), _INDEX_NAMES
+        )
+        arrays, built = load_or_build_indices(self.cache, self._build)
+        self._set_arrays(arrays)
+        verb = "built" if built else "loaded"
+        log_rank0(logger, f"{verb} GPT {params.split.name} indices for {params.path_prefix}: {len(self)} samples, "
+                          f"{len(self.doc_index) // (hi - lo)} epoch(s) of documents [{lo}, {hi})")
+
+    def unique_identifiers(self, tokenizer_id: Any) -> dict[str, Any]:
+        """The cache key's parameters: our index parameters, the data's lengths, the tokenizer."""
+        p = self.params
+        return {
+            "class": "GPTDataset",
+            "index_format": INDEX_FORMAT_VERSION,
+            "path_prefix": os.path.abspath(p.path_prefix),
+            "num_sequences": int(len(self.indexed_dataset.sequence_lengths)),
+            "sequence_lengths_md5": fingerprint_lengths(self.indexed_dataset.sequence_lengths),
+            "split": p.split.name,
+            "document_range": list(p.document_range),
+            "num_samples": None if p.exact_num_epochs is not None else p.num_samples,
+            "exact_num_epochs": p.exact_num_epochs,
+            "seq_length": p.seq_length,
+            "seed": p.seed,
+            "add_extra_token": 1,
+            "tokenizer": tokenizer_id,
+        }
+
+    def _build(self) -> dict[str, np.ndarray]:
+        p = self.params
+        documents = np.arange(*p.document_range, dtype=np.int32)
+        return build_gpt_indices(
+            self.indexed_dataset.sequence_lengths, documents, p.seq_length, p.num_samples, p.seed, p.exact_num_epochs
+        )
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.doc_index = arrays["doc_index"]
+        self.sample_index = arrays["sample_index"]
+        self.shuffle_index = arrays["shuffle_index"]
+
+    def __len__(self) -> int:
+        return len(self.shuffle_index)
+
+    def sample_tokens(self, sample: int) -> np.ndarray:
+        """Tokens (int64 [seq_length + 1]) of *unshuffled* sample ``sample`` (stream positions ``sample*S ..``)."""
+        (first, offset), (last, end) = self.sample_index[sample], self.sample_index[sample + 1]
+        first, offset, last, end = int(first), int(offset), int(last), int(end)
+        get = self.indexed_dataset.get
+        if first == last:
+            parts = [get(int(self.doc_index[first]), offset, end - offset + 1)]
+        else:
+            parts = [get(int(self.doc_index[first]), offset)]
+            parts += [get(int(d)) for d in self.doc_index[first + 1 : last]]
+            parts.append(get(int(self.doc_index[last]), 0, end + 1))
+        tokens = np.concatenate(parts).astype(np.int64, copy=False)
+        assert len(tokens) == self.params.seq_length + 1, f"sample {sample} has {len(tokens)} tokens"
+        return tokens
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"sample {idx} out of range for {len(self)} samples")
+        idx = int(idx) % len(self)
+        return {
+            "tokens": self.sample_tokens(int(self.shuffle_index[idx])),
+            "dataset_id": 0,
+            "dataset_sample_index": idx,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory-mapped indices travel to spawned workers as file names, not as copies of the arrays.
+        state = self.__dict__.copy()
+        if self.cache is not None and isinstance(self.shuffle_index, np.memmap):
+            for name in _INDEX_NAMES:
+                state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.shuffle_index is None:
+            arrays = self.cache.load(verify=False)
+            if arrays is None:
+                raise FileNotFoundError(f"index cache {self.cache.stem} vanished from {self.cache.directory}")
+            self._set_arrays(arrays)
+
+
+class MockIndexedDataset:
+    """Synthetic documents standing in for an ``IndexedDataset`` (``mock_data``): deterministic, nothing on disk.
+
+    Document ``i`` has a length drawn once from ``RandomState(seed)`` and tokens from a generator seeded by
+    ``(seed, i)``, none equal to ``eod`` except the last, which is ``eod``.
+    """
+
+    def __init__(self, vocab_size: int, eod: int, num_documents: int = 100_000, max_length: int = 4096, seed: int = 0):
+        if vocab_size < 2:
+            raise ValueError(f"mock data needs a vocabulary of at least 2 tokens, got {vocab_size}")
+        self.vocab_size, self.eod, self.seed = vocab_size, eod, seed
+        self.path_prefix = f"mock-{num_documents}x{max_length}-v{vocab_size}-eod{eod}-s{seed}"
+        lengths = np.random.RandomState(seed).randint(1, max_length + 1, size=num_documents)
+        self.sequence_lengths = lengths.astype(np.int32)
+
+    def get(self, idx: int, offset: int = 0, length: Optional[int] = None) -> np.ndarray:
+        size = int(self.sequence_lengths[idx])
+        tokens = np.random.default_rng((self.seed, idx)).integers(0, self.vocab_size - 1, size=size, dtype=np.int64)
+        tokens[tokens >= self.eod] += 1  # skip the eod id
+        tokens[-1] = self.eod
+        return tokens[offset : size if length is None else offset + length]
+
+
+AnyGPTDataset = Union[GPTDataset, BlendedDataset]
+
+
+def build_gpt_datasets(
+    cfg: DataConfig, tokenizer: Any, train_valid_test_num_samples: tuple[int, int, int], seed: int
+) -> tuple[Optional[AnyGPTDataset], Optional[AnyGPTDataset], Optional[AnyGPTDataset]]:
+    """Build the train, valid and test datasets described by ``cfg``.
+
+    Args:
+        cfg: the data config (``data_path`` + ``split``, or per-split paths, or ``mock_data``).
+        tokenizer: its ``unique_identifiers`` enter the cache key; mock data also uses ``vocab_size``/``eod``.
+        train_valid_test_num_samples: requested samples per split; a split with 0 (and no exact epochs) or an
+            empty share of ``split`` is None. Datasets hold at least the requested number of samples.
+        seed: shuffle seed (``--seed``).
+
+    Returns:
+        ``GPTDataset`` for a single prefix, ``BlendedDataset`` (``.datasets``, ``.weights``) for a weighted blend.
+    """
+    if len(train_valid_test_num_samples) != 3 or any(n < 0 for n in train_valid_test_num_samples):
+        raise ValueError(f"train_valid_test_num_samples must be 3 counts >= 0, got {train_valid_test_num_samples}")
+    builder = _Builder(cfg, tokenizer, seed)
+    return tuple(builder.split(split, int(n)) for split, n in zip(Split, train_valid_test_num_samples))  # type: ignore
+
+
+class _Builder:
+    """Opens each file once and builds the datasets of each split."""
+
+    def __init__(self, cfg: DataConfig, tokenizer: Any, seed: int) -> None:
+        self.cfg, self.seed, self.tokenizer_id = cfg, seed, tokenizer_identity(tokenizer)
+        self.tokenizer = tokenizer
+        self._files: dict[str, Any] = {}
+        if not cfg.mock_data and cfg.data_path is None and not any(
+            (cfg.train_data_path, cfg.valid_data_path, cfg.test_data_path)
+        ):
+            raise ValueError("no data: set data_path, train_data_path/valid_data_path/test_data_path or mock_data")
+
+    def open(self, prefix: str) -> Any:
+        if prefix not in self._files:
+            self._files[prefix] = IndexedDataset(prefix)
+        return self._files[prefix]
+
+    def cache_dir(self, prefix: str) -> Optional[str]:
+        if self.cfg.data_cache_path is not None:
+            return self.cfg.data_cache_path
+        return os.path.join(os.path.dirname(os.path.abspath(prefix)), "cache")
+
+    def split(self, split: Split, num_samples: int) -> Optional[AnyGPTDataset]:
+        exact = self.cfg.train_data_exact_num_epochs if split is Split.train else None
+        if num_samples == 0 and exact is None:
+            return None
+        if self.cfg.mock_data:
+            return self._mock(split, num_samples, exact)
+        blend = self.cfg.blends()[split]
+        if blend is None:
+            return None
+        if blend.weights is None:
+            return self._single(blend.prefixes[0], split, num_samples, exact)
+        return self._blended(blend, split, num_samples, exact)
+
+    def _range(self, num_documents: int, split: Split) -> Optional[tuple[int, int]]:
+        if not self.cfg.uses_split:
+            return (0, num_documents)  # per-split blends are used whole
+        return split_document_ranges(num_documents, self.cfg.split_fractions)[split]
+
+    def _single(self, prefix: str, split: Split, num_samples: int, exact: Optional[int]) -> Optional[GPTDataset]:
+        data = self.open(prefix)
+        document_range = self._range(len(data.sequence_lengths), split)
+        if document_range is None:
+            return None
+        params = GPTIndexParams(prefix, split, document_range, num_samples, self.cfg.seq_length, self.seed, exact)
+        dataset = GPTDataset(data, params, cache_dir=self.cache_dir(prefix), tokenizer_id=self.tokenizer_id)
+        if exact is not None and num_samples > len(dataset):
+            logger.warning(
+                "%s: %d training samples requested but train_data_exact_num_epochs=%d gives %d",
+                prefix, num_samples, exact, len(dataset),
+            )
+        return dataset
+
+    def _blended(self, blend: Blend, split: Split, num_samples: int, exact: Optional[int]) -> Optional[BlendedDataset]:
+        if exact is not None:
+            raise NotImplementedError(
+                "train_data_exact_num_epochs with a weighted blend: the curriculum analyzer indexes one dataset; "
+                "merge the files into one prefix (tools/merge_datasets) or drop the weights"
+            )
+        weights = normalize_weights(blend.weights)
+        counts = blend_sample_counts(weights, num_samples)
+        datasets = [self._single(p, split, n, None) for p, n in zip(blend.prefixes, counts)]
+        if any(d is None for d in datasets):
+            return None
+        cache_dir = self.cfg.data_cache_path or self.cache_dir(blend.prefixes[0])
+        return BlendedDataset(datasets, weights, sum(counts), split.name, cache_dir=cache_dir)
+
+    def _mock(self, split: Split, num_samples: int, exact: Optional[int]) -> Optional[GPTDataset]:
+        vocab_size = int(getattr(self.tokenizer, "vocab_size", 50257))
+        eod = int(getattr(self.tokenizer, "eod", vocab_size - 1))
+        key = f"mock:{vocab_size}:{eod}"
+        if key not in self._files:
+            self._files[key] = MockIndexedDataset(vocab_size, eod)
+        data = self._files[key]
+        document_range = split_document_ranges(len(data.sequence_lengths), self.cfg.split_fractions)[split]
+        if document_range is None:
+            return None
+        params = GPTIndexParams(data.path_prefix, split, document_range, num_samples, self.cfg.seq_length,
+                                self.seed, exact)
+        return GPTDataset(data, params, cache_dir=None, tokenizer_id=self.tokenizer_id)
