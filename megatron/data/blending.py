@@ -243,7 +243,7 @@ class BlendedDataset(torch.utils.data.Dataset):
         cache = None if cache_dir is None or any(k is None for k in params["datasets"]) else IndexCache(
             cache_dir, "BlendedDataset", split, params, ("dataset_index", "dataset_sample_index")
         )
-        arrays, _ = load_or_build_indices(cache, self._build)
+        arrays, self.built_indices = load_or_build_indices(cache, self._build)
         self.dataset_index, self.dataset_sample_index = arrays["dataset_index"], arrays["dataset_sample_index"]
 
     def _build(self) -> dict[str, np.ndarray]:

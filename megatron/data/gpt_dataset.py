@@ -91,6 +91,7 @@ class GPTDataset(torch.utils.data.Dataset):
         )
         arrays, built = load_or_build_indices(self.cache, self._build)
         self._set_arrays(arrays)
+        self.built_indices = built  # False when they came from the cache
         verb = "built" if built else "loaded"
         log_rank0(logger, f"{verb} GPT {params.split.name} indices for {params.path_prefix}: {len(self)} samples, "
                           f"{len(self.doc_index) // (hi - lo)} epoch(s) of documents [{lo}, {hi})")
@@ -178,7 +179,7 @@ class MockIndexedDataset:
     ``(seed, i)``, none equal to ``eod`` except the last, which is ``eod``.
     """
 
-    def __init__(self, vocab_size: int, eod: int, num_documents: int = 100_000, max_length: int = 4096, seed: int = 0):
+    def __init__(self, vocab_size: int, eod: int, num_documents: int = 10_000, max_length: int = 2048, seed: int = 0):
         if vocab_size < 2:
             raise ValueError(f"mock data needs a vocabulary of at least 2 tokens, got {vocab_size}")
         self.vocab_size, self.eod, self.seed = vocab_size, eod, seed

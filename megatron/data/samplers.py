@@ -1,0 +1,216 @@
+"""Batch samplers that hand each data-parallel rank its micro-batches, resumable from a consumed-sample count.
+
+``MegatronPretrainingSampler`` (``dataloader_type="single"``) walks the dataset in order; the
+``MegatronPretrainingRandomSampler`` (``"cyclic"``) reshuffles every epoch. Both yield lists of dataset
+indices (one micro-batch for this rank) and keep their position as ``consumed_samples`` (summed over all
+data-parallel ranks), which ``state_dict``/``load_state_dict`` save and restore so a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
+
+import torch
+
+from megatron.data.config import DataConfig
+
+__all__ = ["MegatronPretrainingSampler", "MegatronPretrainingRandomSampler", "build_pretraining_data_loader"]
+
+
+def _check_common(total_samples: int, consumed_samples: int, micro_batch_size: int, dp_rank: int, dp_size: int):
+    if total_samples <= 0:
+        raise ValueError(f"total_samples must be > 0, got {total_samples}")
+    if consumed_samples < 0:
+        raise ValueError(f"consumed_samples must be >= 0, got {consumed_samples}")
+    if micro_batch_size <= 0:
+        raise ValueError(f"micro_batch_size must be > 0, got {micro_batch_size}")
+    if dp_size <= 0 or not 0 <= dp_rank < dp_size:
+        raise ValueError(f"data_parallel_rank {dp_rank} must be in [0, data_parallel_size={dp_size})")
+
+
+class MegatronPretrainingSampler:
+    """In-order sampler: global sample ids ``consumed_samples, consumed_samples + 1, ...`` in blocks of
+    ``micro_batch_size * data_parallel_size``; rank ``r`` takes ``[r * mbs, (r + 1) * mbs)`` of each block.
+
+    Args:
+        total_samples: dataset length.
+        consumed_samples: global samples already consumed (resume point).
+        micro_batch_size: samples per rank per micro-batch.
+        data_parallel_rank: this rank in the data-parallel group.
+        data_parallel_size: data-parallel group size.
+        drop_last: drop a final incomplete block; otherwise each rank gets its slice of it (possibly shorter,
+            possibly empty), as in Megatron.
+    """
+
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        data_parallel_rank: int,
+        data_parallel_size: int,
+        drop_last: bool = True,
+    ) -> None:
+        _check_common(total_samples, consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size)
+        if consumed_samples > total_samples:
+            raise ValueError(f"consumed_samples ({consumed_samples}) exceeds total_samples ({total_samples})")
+        self.total_samples, self.consumed_samples = total_samples, consumed_samples
+        self.micro_batch_size, self.drop_last = micro_batch_size, drop_last
+        self.data_parallel_rank, self.data_parallel_size = data_parallel_rank, data_parallel_size
+        self.block = micro_batch_size * data_parallel_size
+
+    def __len__(self) -> int:
+        """Micro-batches left for this rank."""
+        left = self.total_samples - self.consumed_samples
+        return left // self.block if self.drop_last else -(-left // self.block)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        lo = self.data_parallel_rank * self.micro_batch_size
+        while self.consumed_samples < self.total_samples:
+            start = self.consumed_samples
+            end = min(start + self.block, self.total_samples)
+            if end - start < self.block and self.drop_last:
+                return
+            self.consumed_samples = end
+            yield list(range(min(start + lo, end), min(start + lo + self.micro_batch_size, end)))
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"consumed_samples": ...}``: global samples handed out so far (all ranks)."""
+        return {"consumed_samples": self.consumed_samples}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state["consumed_samples"]``."""
+        consumed = int(state["consumed_samples"])
+        if not 0 <= consumed <= self.total_samples:
+            raise ValueError(f"consumed_samples {consumed} outside [0, total_samples={self.total_samples}]")
+        self.consumed_samples = consumed
+
+
+class MegatronPretrainingRandomSampler:
+    """Cyclic sampler: endless epochs over the dataset, each in a fresh random order (``dataloader_type="cyclic"``).
+
+    Per epoch only ``total_samples - total_samples % (mbs * dp)`` samples are used. With ``data_sharding``
+    (Megatron's default) rank ``r`` owns the contiguous bucket ``[r * B, (r + 1) * B)``,
+    ``B = (total_samples // (mbs * dp)) * mbs``, and walks it in the order ``randperm(B)`` seeded with
+    ``seed + epoch``; without it one ``randperm`` of the whole range is dealt round-robin to the ranks.
+    ``epoch = consumed_samples // used_per_epoch``, so the position is ``consumed_samples`` alone.
+
+    Args:
+        total_samples: dataset length.
+        consumed_samples: global samples already consumed (resume point).
+        micro_batch_size: samples per rank per micro-batch.
+        data_parallel_rank: this rank in the data-parallel group.
+        data_parallel_size: data-parallel group size.
+        seed: base seed of the per-epoch permutations.
+        data_sharding: see above.
+    """
+
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        data_parallel_rank: int,
+        data_parallel_size: int,
+        seed: int = 0,
+        data_sharding: bool = True,
+    ) -> None:
+        _check_common(total_samples, consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size)
+        self.block = micro_batch_size * data_parallel_size
+        if total_samples < self.block:
+            raise ValueError(
+                f"total_samples ({total_samples}) is smaller than one micro-batch over all data-parallel ranks "
+                f"({micro_batch_size} x {data_parallel_size})"
+            )
+        self.total_samples, self.consumed_samples, self.seed = total_samples, consumed_samples, seed
+        self.micro_batch_size, self.data_sharding = micro_batch_size, data_sharding
+        self.data_parallel_rank, self.data_parallel_size = data_parallel_rank, data_parallel_size
+        self.per_epoch = total_samples - total_samples % self.block
+        self._check_aligned(consumed_samples)
+
+    def _check_aligned(self, consumed: int) -> None:
+        if consumed % self.block:
+            raise ValueError(
+                f"consumed_samples ({consumed}) must be a multiple of micro_batch_size x data_parallel_size "
+                f"({self.block}) for the cyclic sampler"
+            )
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next micro-batch comes from."""
+        return self.consumed_samples // self.per_epoch
+
+    def _epoch_order(self, epoch: int, done: int) -> list[int]:
+        """This rank's remaining indices of ``epoch`` after ``done`` global samples of it."""
+        g = torch.Generator()
+        g.manual_seed(self.seed + epoch)
+        if self.data_sharding:
+            bucket = (self.total_samples // self.block) * self.micro_batch_size
+            start = self.data_parallel_rank * bucket
+            order = torch.randperm(bucket, generator=g)[done // self.data_parallel_size :]
+            return (order + start).tolist()
+        # Megatron permutes (total // mbs) * mbs here, which can leave ranks with different batch counts (and
+        # hang the next collective); permuting only the samples used per epoch keeps every rank in step.
+        order = torch.randperm(self.per_epoch, generator=g)[done:]
+        return order[self.data_parallel_rank :: self.data_parallel_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """Endless: micro-batches of ``micro_batch_size`` indices; the epoch advances every ``per_epoch`` samples."""
+        while True:
+            epoch, done = divmod(self.consumed_samples, self.per_epoch)
+            order = self._epoch_order(epoch, done)
+            for i in range(0, len(order) - self.micro_batch_size + 1, self.micro_batch_size):
+                self.consumed_samples += self.block
+                yield order[i : i + self.micro_batch_size]
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"consumed_samples": ...}``: global samples handed out so far (all ranks, all epochs)."""
+        return {"consumed_samples": self.consumed_samples}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state["consumed_samples"]``."""
+        consumed = int(state["consumed_samples"])
+        if consumed < 0:
+            raise ValueError(f"consumed_samples must be >= 0, got {consumed}")
+        self._check_aligned(consumed)
+        self.consumed_samples = consumed
+
+
+def build_pretraining_data_loader(
+    dataset: Any,
+    consumed_samples: int,
+    cfg: DataConfig,
+    *,
+    micro_batch_size: int,
+    data_parallel_rank: int,
+    data_parallel_size: int,
+    seed: int,
+    collate_fn: Callable[[list[Any]], Any],
+    generator: Optional[torch.Generator] = None,
+) -> Optional[torch.utils.data.DataLoader]:
+    """A ``DataLoader`` over ``dataset`` with the sampler chosen by ``cfg.dataloader_type`` (None for no dataset).
+
+    The sampler is reachable as ``loader.batch_sampler`` (its ``state_dict`` is the resume position; note that
+    worker prefetching runs it ahead of training, so checkpoint the trainer's own consumed-sample count).
+    """
+    if dataset is None:
+        return None
+    if cfg.dataloader_type == "single":
+        sampler: Any = MegatronPretrainingSampler(
+            len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
+        )
+    else:
+        sampler = MegatronPretrainingRandomSampler(
+            len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size, seed=seed
+        )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=cfg.num_workers > 0,
+        generator=generator,
+    )
