@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--recompute", choices=["none", "selective", "full"], default="none")
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--compile", action="store_true", help="TransformerConfig.torch_compile (layers and loss)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("bench_mfu_gpu: CUDA is not available; nothing to measure (run on a GPU machine).")
@@ -45,7 +46,7 @@ def main() -> None:
     device = torch.device("cuda", 0)
     cfg = TransformerConfig.flavor(
         "gpt-350m", max_position_embeddings=max(2048, args.seq), hidden_dropout=0.0, attention_dropout=0.0,
-        recompute_granularity=None if args.recompute == "none" else args.recompute,
+        recompute_granularity=None if args.recompute == "none" else args.recompute, torch_compile=args.compile,
     )
     cfg.params_dtype = "bfloat16"
     pstate = ParallelState.single()
@@ -77,7 +78,8 @@ def main() -> None:
     tflops = flops / dt / 1e12
     peak = peak_device_tflops(args.peak_tflops)
     params = sum(p.numel() for p in model.parameters())
-    print(f"\nGPU MFU: {torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, recompute {args.recompute}")
+    print(f"\nGPU MFU: {torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, "
+          f"recompute {args.recompute}, compile {args.compile}")
     print(f"{'model':<24}{'params':>14}{'batch x seq':>14}{'s/step':>10}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}"
           f"{'peak mem GB':>13}")
     mfu = f"{tflops / peak:.1%}" if peak else "n/a"

@@ -94,6 +94,9 @@ class TransformerConfig:
     recompute_num_layers: int | None = None
     """Layers per checkpointed group (uniform) or number of checkpointed layers (block); None means 1 (uniform) or
     all layers (block)."""
+    torch_compile: bool = False
+    """Compile each transformer layer (and, at TP=1, the loss) with torch.compile: fuses bias, GELU, dropout,
+    residual and LayerNorm kernels on GPU. Off by default (first steps pay the compilation)."""
     params_dtype: ParamsDtype = field(default="float32", metadata={"cli": False})
     """Storage dtype of parameters; set by the training config from --fp16/--bf16."""
 

@@ -22,6 +22,13 @@ from megatron.parallel.utils import ensure_divisibility
 __all__ = ["GPTModel", "check_tensor_parallel_divisibility"]
 
 
+def _full_vocab_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token fp32 cross entropy over the whole vocabulary (TP=1): compiled, it fuses the fp32 upcast,
+    log-softmax and gather into a few passes over the ``[b, s, V]`` logits instead of one kernel per step."""
+    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none")
+    return loss.view_as(labels)
+
+
 def check_tensor_parallel_divisibility(config: TransformerConfig, vocab_size: int, tp_size: int) -> None:
     """Raise ``ValueError`` naming the field unless heads, ffn size and padded vocab all split evenly over TP."""
     what = "tensor_model_parallel_size"
@@ -72,6 +79,8 @@ class GPTModel(nn.Module):
             )
         else:
             self.output_layer = None
+        compile_loss = config.torch_compile and parallel_state.tp_size == 1
+        self._compiled_loss = torch.compile(_full_vocab_cross_entropy) if compile_loss else None
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -117,6 +126,8 @@ class GPTModel(nn.Module):
         logits = self._logits(hidden.transpose(0, 1).contiguous())  # [b, s, V/tp]
         if labels is None:
             return logits
+        if self._compiled_loss is not None:
+            return self._compiled_loss(logits, labels)  # [b, s] fp32
         return vocab_parallel_cross_entropy(logits, labels, self.parallel_state.tp_group)  # [b, s] fp32
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

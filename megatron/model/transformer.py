@@ -216,6 +216,9 @@ class TransformerBlock(nn.Module):
         )
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon,
                                             dtype=config.torch_params_dtype)
+        if config.torch_compile:
+            for layer in self.layers:
+                layer.compile()  # in place: wrappers (random-LTD) that replace the entry still call the compiled layer
         self.rng_tracker = rng_tracker
         self.recompute_full = config.recompute_granularity == "full"
         self.recompute_method = config.recompute_method
