@@ -30,7 +30,9 @@ def segment_starts(tokens: torch.Tensor, eod_token: int) -> torch.Tensor:
     return torch.cummax(after_eod, dim=1).values
 
 
-def build_gpt_batch(samples: Sequence[dict[str, Any]], eod_token: int, cfg: DataConfig) -> dict[str, Optional[torch.Tensor]]:
+def build_gpt_batch(
+    samples: Sequence[dict[str, Any]], eod_token: int, cfg: DataConfig
+) -> dict[str, Optional[torch.Tensor]]:
     """Stack samples (each ``tokens``: int64 [s + 1]) into a left-to-right LM batch.
 
     Returns:

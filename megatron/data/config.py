@@ -134,7 +134,9 @@ class DataConfig:
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.train_data_exact_num_epochs is not None and self.train_data_exact_num_epochs < 1:
-            raise ValueError(f"train_data_exact_num_epochs must be >= 1 or None, got {self.train_data_exact_num_epochs}")
+            raise ValueError(
+                f"train_data_exact_num_epochs must be >= 1 or None, got {self.train_data_exact_num_epochs}"
+            )
         if self.dataloader_type not in ("single", "cyclic"):
             raise ValueError(f"dataloader_type must be 'single' or 'cyclic', got {self.dataloader_type!r}")
 

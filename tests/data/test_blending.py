@@ -89,7 +89,7 @@ MCORE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not (MCORE / "megatron" / "core").is_dir(), reason="megatron-core side install (.venv/mcore) absent")
+@pytest.mark.skipif(not (MCORE / "megatron" / "core").is_dir(), reason="megatron-core side install .venv/mcore absent")
 def test_equals_megatron_core_cpp_helper():
     """For realistic sizes (default chunking, several hundred chunks) the indices equal megatron-core's
     compiled build_blending_indices bit for bit."""

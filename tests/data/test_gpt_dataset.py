@@ -72,7 +72,7 @@ MCORE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not (MCORE / "megatron" / "core").is_dir(), reason="megatron-core side install (.venv/mcore) absent")
+@pytest.mark.skipif(not (MCORE / "megatron" / "core").is_dir(), reason="megatron-core side install .venv/mcore absent")
 def test_indices_bit_equal_to_megatron_core(tmp_path):
     """Document, sample and shuffle indices (values and dtypes) of all three splits equal megatron-core 0.16's
     GPTDataset for the same file, split string, seed, sequence length and sample counts: one epoch, several
