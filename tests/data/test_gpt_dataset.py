@@ -305,3 +305,18 @@ def test_rank0_builds_others_load(tmp_path):
     results = run_distributed(_distributed_build, 2, str(tmp_path / "d"), str(tmp_path / "cache"))
     assert [r[0] for r in results] == [True, False]
     assert results[0][1] == results[1][1] and all(r[2] for r in results)
+
+
+def test_pickles_as_file_references(tmp_path):
+    """A cached dataset pickles (for spawned loader workers) without copying its memory-mapped indices and
+    serves identical items after unpickling."""
+    import pickle
+
+    make_dataset(tmp_path / "d", np.random.default_rng(8).integers(1, 40, size=60))
+    ds = gpt(tmp_path / "d", cache=tmp_path / "cache", num_samples=3000)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 4000 < ds.sample_index.nbytes
+    clone = pickle.loads(blob)
+    assert isinstance(clone.shuffle_index, np.memmap)
+    for k in (0, 5, len(ds) - 1):
+        np.testing.assert_array_equal(clone[k]["tokens"], ds[k]["tokens"])
