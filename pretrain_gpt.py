@@ -13,10 +13,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from megatron.data.gpt_dataset import build_gpt_batch, build_gpt_datasets
+from megatron.data.batch import build_gpt_batch
+from megatron.data.gpt_dataset import build_gpt_datasets
 from megatron.model.gpt import GPTModel
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
+from megatron.training.data_efficiency import DATA_EFFICIENCY_SECTION, build_data_efficiency_extensions
 from megatron.training.loop import TrainResult
 from megatron.training.pretrain import pretrain
 
@@ -46,9 +48,15 @@ def forward_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor,
 
 
 def main(argv: Sequence[str] | None = None) -> TrainResult:
-    """Parse flags, then train; returns the run's counters and losses."""
-    cfg = PretrainConfig.from_args(argv)
-    return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn)
+    """Parse flags, then train; returns the run's counters and losses.
+
+    ``--deepspeed_config FILE`` with ``--data-efficiency-curriculum-learning`` / ``--random-ltd`` turns on the data
+    efficiency library; its config is checked here, before any process group exists.
+    """
+    cfg = PretrainConfig.from_args(argv, extra_sections=DATA_EFFICIENCY_SECTION)
+    extensions = build_data_efficiency_extensions(cfg)
+    return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn,
+                    extensions=extensions)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ class TrainerExtension:
         return batch
 
     def adjust_tokens(self, tokens: int, iteration: int) -> int:
-        """(d) Tokens to count for this iteration (default: ``b * s`` summed over micro-batches and DP ranks)."""
+        """(d) Tokens the LR schedule and ``--train-tokens`` count for this iteration (default: the data tokens,
+        ``b * s`` summed over micro-batches and DP ranks; random-LTD returns its layer-averaged count). The reported
+        ``consumed_tokens`` always stays the data tokens."""
         return tokens
 
     def metrics(self) -> dict[str, float]:
@@ -163,6 +165,7 @@ class Trainer:
         self.iteration = 0
         self.consumed_samples = 0
         self.consumed_tokens = 0
+        self.schedule_tokens = 0  # what the LR schedule and --train-tokens count (see TrainerExtension.adjust_tokens)
         self.consumed_valid_samples = 0
         self.skipped_iterations = 0
         self.result = TrainResult(0, 0, 0)
@@ -171,13 +174,15 @@ class Trainer:
     # ---- counters and checkpoint state ------------------------------------------------------------------------
     def train_state(self) -> dict[str, int]:
         return {"iteration": self.iteration, "consumed_train_samples": self.consumed_samples,
-                "consumed_train_tokens": self.consumed_tokens, "consumed_valid_samples": self.consumed_valid_samples,
+                "consumed_train_tokens": self.consumed_tokens, "schedule_tokens": self.schedule_tokens,
+                "consumed_valid_samples": self.consumed_valid_samples,
                 "skipped_iterations": self.skipped_iterations}
 
     def restore_train_state(self, state: Mapping[str, int], iteration: int) -> None:
         self.iteration = iteration
         self.consumed_samples = int(state.get("consumed_train_samples", 0))
         self.consumed_tokens = int(state.get("consumed_train_tokens", 0))
+        self.schedule_tokens = int(state.get("schedule_tokens", self.consumed_tokens))
         self.consumed_valid_samples = int(state.get("consumed_valid_samples", 0))
         self.skipped_iterations = int(state.get("skipped_iterations", 0))
 
@@ -265,7 +270,7 @@ class Trainer:
         n = self._train_iters()
         if n is not None and self.iteration >= n:
             return True
-        return self.t.train_tokens is not None and self.consumed_tokens >= self.t.train_tokens
+        return self.t.train_tokens is not None and self.schedule_tokens >= self.t.train_tokens
 
     def train(self) -> TrainResult:
         """Run iterations until a stop or exit condition; evaluate, log and save on their intervals."""
@@ -284,11 +289,13 @@ class Trainer:
                 applied, loss, aux, tokens, flops, grad_norm = out
                 self.iteration += 1
                 self.consumed_samples += self.gbs
+                schedule_tokens = tokens
                 for ext in self.extensions:
-                    tokens = ext.adjust_tokens(tokens, self.iteration)
+                    schedule_tokens = ext.adjust_tokens(schedule_tokens, self.iteration)
                 self.consumed_tokens += tokens
+                self.schedule_tokens += schedule_tokens
                 if applied:
-                    self.scheduler.step(self.gbs, self.consumed_tokens)
+                    self.scheduler.step(self.gbs, self.schedule_tokens)
                 else:
                     self.skipped_iterations += 1
                 self.result.train_losses[self.iteration] = loss
@@ -372,6 +379,7 @@ class Trainer:
         m: dict[str, Any] = {
             "iteration": self.iteration, "consumed_samples": self.consumed_samples,
             "consumed_tokens": self.consumed_tokens,
+            **({"schedule_tokens": self.schedule_tokens} if self.schedule_tokens != self.consumed_tokens else {}),
             "loss": interval.loss_sum / interval.applied if interval.applied else float("nan"),
             "lr": self.scheduler.lr, "grad_norm": interval.grad_norm, "global_batch_size": self.gbs,
             "skipped_iterations": interval.skipped,

@@ -1,11 +1,12 @@
 """Metric sinks for training and evaluation: one console line, TensorBoard scalars, JSON lines.
 
-Metrics are a flat ``dict[str, float]``. The core training keys are plain (``iteration``, ``loss``, ``lr``,
-``grad_norm``, ``consumed_samples``, ``consumed_tokens``, ``step_time_s``, ``tokens_per_s``); everything else is
-namespaced (``throughput/tflops_per_device``, ``loss/lm``, ``data_efficiency/difficulty``). Keys this module does
-not know are still written to every sink, which is the hook through which the data efficiency extensions add
-``data_efficiency/difficulty``, ``data_efficiency/ltd_kept_tokens`` and ``data_efficiency/consumed_layer_tokens``
-(see ``loop.TrainerExtension.metrics``). Also owns the FLOP/MFU arithmetic shared by the loop and the benchmarks.
+Metrics are a ``dict[str, float]``; a value may also be one level of ``{name: number}`` (the curriculum's
+``difficulty``), written nested to JSONL, as ``key/name`` scalars to TensorBoard and as ``key: name=value`` on the
+console. The core training keys are plain (``iteration``, ``loss``, ``lr``, ``grad_norm``, ``consumed_samples``,
+``consumed_tokens``, ``step_time_s``, ``tokens_per_s``); most others are namespaced (``throughput/tflops_per_device``,
+``loss/lm``). Keys this module does not know are still written to every sink, which is the hook through which the
+data efficiency extensions add ``difficulty``, ``ltd_kept_tokens`` and ``consumed_layer_tokens`` (see
+``loop.TrainerExtension.metrics``). Also owns the FLOP/MFU arithmetic shared by the loop and the benchmarks.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def format_train_line(metrics: dict[str, Any], train_iters: int | None = None) -
     for key, value in metrics.items():
         if key in _TRAIN_FIELDS or key in ("iteration", "kind") or value is None:
             continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
         parts.append(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     return " | ".join(parts) + " |"
 
@@ -141,6 +144,9 @@ class MetricsWriter:
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "iteration":
                 self._tb.add_scalar(key, value, step)
+            elif isinstance(value, dict):  # a nested group such as difficulty: {metric: value} -> difficulty/metric
+                for sub, v in value.items():
+                    self._tb.add_scalar(f"{key}/{sub}", v, step)
         # Curves against data seen, so that runs with different batch/sequence schedules compare (MDS "vs tokens").
         if "loss" in metrics and "consumed_tokens" in metrics:
             self._tb.add_scalar("loss/vs_samples", metrics["loss"], int(metrics["consumed_samples"]))

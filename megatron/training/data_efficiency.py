@@ -1,0 +1,283 @@
+"""Curriculum learning and random-LTD as training-loop extensions, built from Megatron-DeepSpeed's flags.
+
+``DATA_EFFICIENCY_SECTION`` registers ``--deepspeed_config/--data-efficiency-curriculum-learning/--random-ltd`` with
+``PretrainConfig``; :func:`build_data_efficiency_extensions` reads the JSON, checks it against the model and data
+config (before any process group exists) and returns the :class:`CurriculumExtension` (curriculum sampler + seqlen
+truncation/reshape) and :class:`RandomLTDExtension` (wrapped layers + layer-token accounting) the loop runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+from torch import nn
+
+from megatron.config import flag_name
+from megatron.data.indexed_dataset import get_bin_path, get_idx_path
+from megatron.data_efficiency.config import DataEfficiencyArgs, DataEfficiencyConfig, RandomLTDConfig
+from megatron.data_efficiency.curriculum.sampler import CurriculumSampler, build_curriculum_sampler
+from megatron.data_efficiency.curriculum.truncation import SeqlenCurriculum
+from megatron.data_efficiency.routing.random_ltd import RandomLTDController, wrap_layers
+from megatron.data_efficiency.routing.scheduler import RandomLTDScheduler
+from megatron.logging import get_logger, log_rank0
+from megatron.training.config import PretrainConfig
+from megatron.training.loop import Batch, TrainerExtension
+
+__all__ = [
+    "DATA_EFFICIENCY_SECTION",
+    "CurriculumExtension",
+    "RandomLTDExtension",
+    "check_data_efficiency",
+    "build_data_efficiency_extensions",
+]
+
+logger = get_logger(__name__)
+
+DATA_EFFICIENCY_SECTION: dict[str, type] = {"data_efficiency": DataEfficiencyArgs}
+"""``extra_sections`` for ``PretrainConfig.from_args``: the data-efficiency flags land in ``cfg.extras``."""
+
+_CL_KEY = "data_efficiency.data_sampling.curriculum_learning.curriculum_metrics"
+_LTD_KEY = "data_efficiency.data_routing.random_ltd"
+
+
+# ---- extensions --------------------------------------------------------------------------------------------------
+class CurriculumExtension(TrainerExtension):
+    """Curriculum learning: the curriculum sampler replaces the training sampler; seqlen metrics shorten batches.
+
+    With ``data_sampling.curriculum_learning`` on, every global batch comes from the curriculum sampler over the
+    one-epoch training dataset and carries its difficulties; a ``seqlen_truncate``/``seqlen_reshape`` metric then
+    shortens the batch to its difficulty. With only DeepSpeed's legacy top-level ``curriculum_learning`` block, the
+    default sampler stays and the seqlen warm-up runs at step = iteration (DeepSpeed's ``global_steps + 1``).
+    The loop counts tokens from the shortened batches itself (``b * s`` after :meth:`process_batch`).
+    """
+
+    name = "curriculum_learning"
+
+    def __init__(self, config: DataEfficiencyConfig, seq_length: int) -> None:
+        self.config = config
+        self.seqlen = SeqlenCurriculum.from_config(config, seq_length)
+        self.sampler: CurriculumSampler | None = None
+        self._pending: dict | None = None  # sampler state loaded before the sampler exists
+        self._difficulties: dict[str, int] = {}
+
+    def build_train_sampler(
+        self, dataset: Any, *, consumed_samples: int, micro_batch_size: int, global_batch_size: int,
+        dp_rank: int, dp_size: int,
+    ) -> Iterator[list[int]] | None:
+        if not self.config.curriculum_enabled:
+            return None
+        sampler = build_curriculum_sampler(
+            self.config, dataset, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
+            dp_rank=dp_rank, dp_size=dp_size,
+        )
+        if self._pending is not None:
+            sampler.load_state_dict(self._pending)
+            self._pending = None
+        elif consumed_samples:
+            raise ValueError(
+                f"resuming at {consumed_samples} consumed samples from a checkpoint without curriculum sampler state;"
+                " the curriculum stream cannot be reproduced - resume from a checkpoint of a curriculum run"
+            )
+        log_rank0(logger, "curriculum sampler over %d samples (one epoch) x %d epochs, resuming at step %d",
+                  sampler.layout.size, self.config.data_sampling.num_epochs, sampler.curriculum_step)
+        self.sampler = sampler
+        return sampler
+
+    def _batch_state(self, iteration: int) -> tuple[int, dict[str, int]]:
+        """(curriculum step, difficulties) of the global batch being trained."""
+        if self.sampler is None:
+            assert self.seqlen is not None, "a curriculum extension without sampler has the legacy seqlen warm-up"
+            return iteration, {"seqlen": self.seqlen.seqlen(iteration)}
+        drawn = self.sampler.last_drawn
+        assert drawn is not None, "process_batch runs after the curriculum sampler yielded the batch"
+        return drawn.curriculum_step, dict(drawn.difficulties)
+
+    def process_batch(self, batch: Batch, iteration: int) -> Batch:
+        step, self._difficulties = self._batch_state(iteration)
+        if self.seqlen is not None:
+            batch, _num_tokens = self.seqlen.apply(batch, step)
+        return batch
+
+    def metrics(self) -> dict[str, Any]:
+        """``difficulty``: ``{metric: value}`` of the latest global batch (a nested object in the metrics file)."""
+        return {"difficulty": dict(self._difficulties)} if self._difficulties else {}
+
+    def state_dict(self) -> dict | None:
+        if self.sampler is not None:
+            return {"sampler": self.sampler.state_dict()}
+        if self._pending is not None:
+            return {"sampler": self._pending}
+        return None  # the legacy warm-up is a pure function of the iteration
+
+    def load_state_dict(self, state: dict) -> None:
+        if "sampler" not in state:
+            raise ValueError(f"curriculum checkpoint state has keys {sorted(state)}, expected 'sampler'")
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        else:
+            self._pending = state["sampler"]
+
+
+class RandomLTDExtension(TrainerExtension):
+    """Random-LTD: wraps the configured layers and does the layer-token accounting once per optimizer step.
+
+    Token accounting (our choice, documented): the loop's ``consumed_tokens`` stays the data tokens of the actual
+    batches; :meth:`adjust_tokens` returns the layer-averaged count ``rows * ((S (L - n) + min(r, S) n) // L)``,
+    which the loop accumulates separately and feeds to the token-based LR schedule and ``--train-tokens`` - what
+    Megatron-DeepSpeed calls ``consumed_train_tokens``, so its recipes' token budgets mean the same here. The layer
+    tokens themselves (``rows * (S (L - n) + min(r, S) n)``, with the actual, possibly curriculum-shortened S,
+    where DeepSpeed uses max_value) are checkpointed and logged as ``consumed_layer_tokens``.
+    """
+
+    name = "random_ltd"
+
+    def __init__(self, config: RandomLTDConfig) -> None:
+        self.schedule_config = config.to_schedule_config()
+        self.model_type = config.model_type
+        self.controller: RandomLTDController | None = None
+        self._seq: int | None = None  # sequence length of the current step's (post-processed) batches
+        self._pending: dict | None = None
+
+    def wrap_model(self, model: nn.Module) -> None:
+        scheduler = RandomLTDScheduler(self.schedule_config)
+        self.controller = wrap_layers(model.layers, self.schedule_config.random_ltd_layer_id, scheduler,
+                                      model.rng_tracker, model_type=self.model_type)
+        if self._pending is not None:
+            self.controller.load_state_dict(self._pending)
+            self._pending = None
+
+    def _ctl(self) -> RandomLTDController:
+        assert self.controller is not None, "wrap_model must run before training"
+        return self.controller
+
+    def on_step_begin(self, iteration: int) -> None:
+        # DeepSpeed's scheduler step is engine.global_steps: optimizer steps already taken (0 for the first).
+        self._ctl().set_step(iteration - 1)
+        self._seq = None
+
+    def process_batch(self, batch: Batch, iteration: int) -> Batch:
+        s = int(batch["tokens"].shape[1])
+        assert self._seq in (None, s), f"micro-batches of one step have lengths {self._seq} and {s}"
+        self._seq = s
+        return batch
+
+    def adjust_tokens(self, tokens: int, iteration: int) -> int:
+        s = self._seq
+        assert s is not None and tokens % s == 0, f"{tokens} tokens are not whole rows of length {s}"
+        rows = tokens // s  # global rows of this step (all DP ranks, all micro-batches)
+        self._ctl().consume(s, rows)
+        return self._ctl().effective_tokens(s, rows)
+
+    def metrics(self) -> dict[str, Any]:
+        """``ltd_kept_tokens`` (capped at the step's sequence length) and ``consumed_layer_tokens``."""
+        ctl = self._ctl()
+        return {"ltd_kept_tokens": ctl.kept_for(self._seq), "consumed_layer_tokens": ctl.consumed_layer_tokens}
+
+    def state_dict(self) -> dict | None:
+        return self._ctl().state_dict() if self.controller is not None else self._pending
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.controller is not None:
+            self.controller.load_state_dict(state)
+        else:
+            self._pending = dict(state)
+
+
+# ---- validation (before any process group) -------------------------------------------------------------------------
+def _check_analysis_files(de: DataEfficiencyConfig) -> None:
+    for name, m in de.data_sampling.curriculum_learning.sampling_metrics.items():
+        for key in ("index_to_sample_path", "index_to_metric_path"):
+            paths = getattr(m, key)
+            for prefix in [paths] if isinstance(paths, str) else list(paths or []):
+                missing = [p for p in (get_idx_path(prefix), get_bin_path(prefix)) if not os.path.isfile(p)]
+                if missing:
+                    raise ValueError(
+                        f"{_CL_KEY}.{name}.{key}: analysis file {missing[0]} does not exist; run tools/analyze_data.py"
+                        " with the same data, split, seed and seq-length flags (and --save-path) first, or fix the path"
+                    )
+
+
+def _check_curriculum(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
+    cl, data = de.data_sampling.curriculum_learning, cfg.data
+    epochs = data.train_data_exact_num_epochs
+    if epochs not in (None, 1):
+        raise ValueError(
+            f"train_data_exact_num_epochs ({epochs}) must be 1 with curriculum learning: the analysis indexes the "
+            "one-epoch training dataset (the sampler itself repeats it num_epochs times); pass "
+            "--train-data-exact-num-epochs 1"
+        )
+    data.train_data_exact_num_epochs = 1  # Megatron-DeepSpeed requires the flag; here it is implied
+    name = cl.seqlen_metric
+    if name is not None:
+        m = cl.curriculum_metrics[name]
+        if m.max_difficulty > data.seq_length:
+            raise ValueError(f"{_CL_KEY}.{name}.max_difficulty ({m.max_difficulty}) exceeds --seq-length "
+                             f"({data.seq_length}); lower it to at most the sequence length")
+        if name == "seqlen_reshape" and data.reset_attention_mask:
+            raise NotImplementedError(f"{_CL_KEY}.seqlen_reshape with --reset-attention-mask: rows would mix "
+                                      "documents; use seqlen_truncate or drop --reset-attention-mask")
+    _check_analysis_files(de)
+
+
+def _check_legacy(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
+    legacy = de.legacy_curriculum
+    if legacy.max_difficulty > cfg.data.seq_length:
+        raise ValueError(f"curriculum_learning.max_difficulty ({legacy.max_difficulty}) exceeds --seq-length "
+                         f"({cfg.data.seq_length}); lower it to at most the sequence length")
+
+
+def _check_random_ltd(cfg: PretrainConfig, ltd: RandomLTDConfig) -> None:
+    num_layers = cfg.model.num_layers
+    if ltd.total_layer_num != num_layers:
+        raise ValueError(f"{_LTD_KEY}.total_layer_num ({ltd.total_layer_num}) must equal --num-layers "
+                         f"({num_layers}); the layer-token accounting divides by it")
+    bad = [i for i in ltd.random_ltd_layer_id if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(f"{_LTD_KEY}.random_ltd_layer_id {bad} are not layers of a {num_layers}-layer model; use "
+                         f"ids in [0, {num_layers})")
+    for key, want in (("model_type", "decoder"), ("hidden_state_order", "seq_batch_dim"),
+                      ("model_mask_name", "attention_mask")):
+        if getattr(ltd, key) != want:
+            raise NotImplementedError(f"{_LTD_KEY}.{key} {getattr(ltd, key)!r}: GPT layers here need {want!r}")
+    max_value = ltd.random_ltd_schedule.max_value
+    if max_value > cfg.data.seq_length:
+        raise ValueError(f"{_LTD_KEY}.random_ltd_schedule.max_value ({max_value}) exceeds --seq-length "
+                         f"({cfg.data.seq_length}); the schedule would end before reaching it, set it to the length")
+    if getattr(cfg.model, "sequence_parallel", False) or getattr(cfg.parallel, "sequence_parallel", False):
+        raise NotImplementedError(f"random-LTD with {flag_name('sequence_parallel')}: the sequence is sharded, so "
+                                  "tokens cannot be dropped per sample; drop one of them")
+
+
+def check_data_efficiency(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
+    """Cross-room rules of the data-efficiency config against the model/data config; may set
+    ``cfg.data.train_data_exact_num_epochs = 1`` (required by curriculum learning).
+
+    Raises:
+        ValueError / NotImplementedError naming the JSON key or flag, the values and what to change.
+    """
+    if de.curriculum_enabled:
+        _check_curriculum(cfg, de)
+    if de.legacy_curriculum.enabled:
+        _check_legacy(cfg, de)
+    if de.random_ltd_enabled:
+        _check_random_ltd(cfg, de.data_routing.random_ltd)
+
+
+def build_data_efficiency_extensions(cfg: PretrainConfig) -> list[TrainerExtension]:
+    """Read ``--deepspeed_config`` (if any), validate it against ``cfg`` and build the loop extensions.
+
+    Order matters: curriculum first (it shortens the batch), random-LTD second (it counts the shortened length).
+    Returns an empty list when no data-efficiency feature is on.
+    """
+    args = cfg.extras.get("data_efficiency")
+    if args is None:
+        return []
+    de = args.load()
+    check_data_efficiency(cfg, de)
+    extensions: list[TrainerExtension] = []
+    if de.curriculum_enabled or de.legacy_curriculum.enabled:
+        extensions.append(CurriculumExtension(de, cfg.data.seq_length))
+    if de.random_ltd_enabled:
+        extensions.append(RandomLTDExtension(de.data_routing.random_ltd))
+    return extensions
