@@ -233,3 +233,31 @@ def test_analysis_of_another_dataset_is_rejected(tiny_corpus, kjv_analysis, tmp_
                                          r"training dataset has \d+"):
         load_entry_script().main(gpt_args(tiny_corpus, seq_length=16, train_iters=2, lr_warmup_iters=1, eval_iters=0,
                                             **flags))
+
+
+
+@pytest.mark.parametrize("kind", ["legacy_seqlen", "seqlen_reshape"])
+def test_seqlen_warmup_and_reshape_count_actual_tokens(kind, tiny_corpus, tmp_path, monkeypatch):
+    """DeepSpeed's legacy top-level ``curriculum_learning`` seqlen warm-up (no switch, default sampler, step =
+    iteration) truncates to its difficulty; ``seqlen_reshape`` cuts samples into more, shorter rows. Either way
+    ``consumed_tokens`` is the sum of the tokens of the batches actually trained."""
+    spy = BatchSpy(monkeypatch)
+    schedule = {"schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 8, "difficulty_step": 8}}
+    if kind == "legacy_seqlen":
+        config = {"curriculum_learning": {"enabled": True, "curriculum_type": "seqlen", "min_difficulty": 8,
+                                          "max_difficulty": SEQ, **schedule}}
+        flags = {"deepspeed_config": tmp_path / "ds.json"}
+        (tmp_path / "ds.json").write_text(json.dumps(config), encoding="utf-8")
+    else:
+        flags = de_args(tmp_path / "ds.json", de_config({"seqlen_reshape": {**seqlen_metric(steps=8)}}))
+    result = load_entry_script().main(gpt_args(tiny_corpus, train_iters=10, eval_iters=0,
+                                               metrics_file=tmp_path / "m.jsonl", **flags))
+    key = "seqlen" if kind == "legacy_seqlen" else "seqlen_reshape"
+    lengths = [r["difficulty"][key] for r in spy.records]
+    assert lengths[0] == 8 and lengths[-1] == SEQ and lengths == sorted(lengths)
+    assert all(r["shape"][1] == r["difficulty"][key] for r in spy.records)
+    if kind == "seqlen_reshape":
+        assert spy.records[0]["shape"][0] > 2, "reshape turns 2 samples into more rows"
+    assert result.consumed_tokens == sum(r["shape"][0] * r["shape"][1] for r in spy.records)
+    train = read_metrics(tmp_path / "m.jsonl")
+    assert train[0]["difficulty"] == {key: 8}
