@@ -177,7 +177,8 @@ def test_random_ltd_kept_tokens_follow_schedule(tiny_corpus, tmp_path):
     assert [r["ltd_kept_tokens"] for r in train] == kept
     assert kept[0] == 8 and kept[-1] == SEQ and kept == sorted(kept)
     rows, n, L = 4, 2, 4
-    assert [r["consumed_layer_tokens"] for r in train] == list(np.cumsum([rows * (SEQ * (L - n) + k * n) for k in kept]))
+    layer_tokens = np.cumsum([rows * (SEQ * (L - n) + k * n) for k in kept])
+    assert [r["consumed_layer_tokens"] for r in train] == list(layer_tokens)
     assert [r["consumed_tokens"] for r in train] == [rows * SEQ * k for k in range(1, 21)]
     effective = np.cumsum([rows * ((SEQ * (L - n) + k * n) // L) for k in kept])
     assert [r.get("schedule_tokens", r["consumed_tokens"]) for r in train] == list(effective)
