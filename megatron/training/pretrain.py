@@ -62,15 +62,10 @@ def _num_samples(cfg: PretrainConfig) -> tuple[int, int, int]:
 
 
 def _build_datasets(cfg: PretrainConfig, provider: DatasetsProvider, tokenizer: Any) -> tuple[Any, Any, Any]:
-    # Rank 0 builds (and caches) the index files first; the others then only read them.
-    initialized = dist.is_available() and dist.is_initialized()
-    rank = dist.get_rank() if initialized else 0
-    datasets = provider(cfg, tokenizer, _num_samples(cfg)) if rank == 0 else None
-    if initialized:
-        dist.barrier()
-        if rank != 0:
-            datasets = provider(cfg, tokenizer, _num_samples(cfg))
-    return datasets
+    # Every rank calls the provider at once: the data room's index cache has rank 0 verify or build the files while
+    # the others wait in its status broadcast, then all ranks memory-map them. (Serializing the calls here as well
+    # deadlocked: rank 0 sat in that broadcast while the others sat in a barrier.)
+    return provider(cfg, tokenizer, _num_samples(cfg))
 
 
 def _train_sampler(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consumed: int,
