@@ -395,6 +395,25 @@ def check_data_path(cfg: PretrainConfig) -> None:
         return
     if not d.data_path and not d.train_data_path:
         raise ValueError("no training data: pass --data-path PREFIX (or --train-data-path), or --mock-data")
+    # Missing files fail here, on every rank before any process group exists, not later inside a collective.
+    flags = ("--data-path",) * 3 if d.data_path is not None else (
+        "--train-data-path", "--valid-data-path", "--test-data-path")
+    for blend, flag in zip(d.blends(), flags):
+        for prefix in blend.prefixes if blend is not None else ():
+            missing = [p for p in (prefix + ".bin", prefix + ".idx") if not os.path.isfile(p)]
+            if missing:
+                raise ValueError(
+                    f"{flag} {prefix!r}: {', '.join(missing)} not found; pass the prefix tools/preprocess_data.py "
+                    "wrote (e.g. data/kjv_text_document for data/kjv_text_document.bin/.idx)"
+                )
+
+
+def check_tokenizer_files(cfg: PretrainConfig) -> None:
+    tok = cfg.tokenizer
+    for name in ("vocab_file", "merge_file", "tokenizer_model"):
+        path = getattr(tok, name)
+        if path is not None and not os.path.exists(path):
+            raise ValueError(f"{name} {path!r} does not exist; change {flag_name(name)}")
 
 
 def check_train_length(cfg: PretrainConfig) -> None:
@@ -437,7 +456,7 @@ def check_checkpoint_flags(cfg: PretrainConfig) -> None:
 
 RULES: tuple[Callable[[PretrainConfig], None], ...] = (
     check_unsupported, check_world_divisible_by_tp, check_heads_divisible_by_tp, check_global_batch,
-    check_seq_length, check_data_path, check_train_length, check_lr, check_checkpoint_flags,
+    check_seq_length, check_data_path, check_tokenizer_files, check_train_length, check_lr, check_checkpoint_flags,
 )
 
 

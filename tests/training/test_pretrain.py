@@ -69,11 +69,16 @@ def test_config_errors_name_values_and_flags(tiny_corpus, extra, world, message)
 
 
 def test_missing_inputs_and_unsupported_flags(tiny_corpus):
-    """No data path, no lr and pipeline parallelism are refused by flag; a flag defined by two rooms is a bug."""
+    """No data path, missing data or tokenizer files, no lr and pipeline parallelism are refused by flag; a flag defined by two rooms is a bug."""
     with pytest.raises(ValueError, match="--data-path"):
         PretrainConfig.from_args(gpt_args(tiny_corpus, data_path=None)).validate(world_size=1)
     with pytest.raises(ValueError, match="--lr"):
         PretrainConfig.from_args(gpt_args(tiny_corpus, lr=None)).validate(world_size=1)
+    with pytest.raises(ValueError, match=r"--data-path '.*nowhere'.*nowhere\.bin.*not found"):
+        PretrainConfig.from_args(gpt_args(tiny_corpus, data_path=tiny_corpus["data_path"] + "_nowhere")).validate(
+            world_size=1)
+    with pytest.raises(ValueError, match="merge_file .* does not exist; change --merge-file"):
+        PretrainConfig.from_args(gpt_args(tiny_corpus, merge_file="missing-merges.txt")).validate(world_size=1)
     with pytest.raises(NotImplementedError, match="--pipeline-model-parallel-size"):
         PretrainConfig.from_args(gpt_args(tiny_corpus, pipeline_model_parallel_size=2)).validate(world_size=1)
     with pytest.raises(SystemExit):
