@@ -56,7 +56,7 @@ rm -rf "$RUN"
   --lr 1e-3 --min-lr 1e-4 --lr-decay-style cosine --lr-warmup-iters 20 \
   --weight-decay 0.1 --adam-beta2 0.95 --clip-grad 1.0 \
   --hidden-dropout 0.0 --attention-dropout 0.0 \
-  --eval-interval 50 --eval-iters 5 --log-interval 10 \
+  --eval-interval 50 --eval-iters 20 --log-interval 10 \
   --save "$RUN/checkpoints" --save-interval 100 \
   --metrics-file "$RUN/metrics.jsonl" --tensorboard-dir "$RUN/tensorboard" \
   "$@"
