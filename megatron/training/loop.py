@@ -303,12 +303,15 @@ class Trainer:
                 if self.iteration % self.t.log_interval == 0:
                     self._log(interval)
                     interval = _Interval()
+                paused = time.perf_counter()
                 if self.t.eval_iters > 0 and self.valid_stream is not None and (
                         self.iteration % self.t.eval_interval == 0):
                     self.evaluate("valid")
                 if self.t.save and self.t.save_interval and self.iteration % self.t.save_interval == 0:
                     self.save()
                     saved_at = self.iteration
+                # Step time and throughput cover training only (Megatron stops its interval timer here too).
+                interval.start += time.perf_counter() - paused
                 reason = self._exit_reason()
                 if reason is not None:
                     if self.t.save and saved_at != self.iteration:
