@@ -235,12 +235,18 @@ _ROOMS: dict[str, type] = {
 class PretrainConfig:
     """Every room's config for one pretraining run, plus the world size it was validated for."""
 
+    model: TransformerConfig
+    """The model room's section (required: it has no default architecture; use TransformerConfig.flavor)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The data room's section."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The tokenizer section of the data room."""
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    model: TransformerConfig = field(default_factory=TransformerConfig)
+    """The parallel room's section."""
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    """This room's section."""
     compat: MegatronCompatConfig = field(default_factory=MegatronCompatConfig)
+    """Megatron flags accepted for script compatibility."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Further rooms' configs by name (e.g. data efficiency), added by the entry script via ``extra_sections``."""
     world_size: int = 1
