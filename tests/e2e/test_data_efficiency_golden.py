@@ -13,12 +13,12 @@ which rewrites ``tests/e2e/golden/gpt_debug_{cl,ltd,cl_ltd}.json`` (review the d
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from golden_files import load_golden
 from training.conftest import gpt_args, load_entry_script, read_metrics, tiny_corpus  # noqa: F401 - fixture
 from training.test_data_efficiency import (  # noqa: F401 - fixture
     de_args,
@@ -28,8 +28,6 @@ from training.test_data_efficiency import (  # noqa: F401 - fixture
     vocab_rarity_metric,
 )
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
-REGEN = os.environ.get("MEGATRON_DE_REGEN_GOLDEN") == "1"
 ATOL = 1e-3  # as test_gpt_golden.py: cross-CPU fp32 reordering ~1e-5, a real change > 1e-2
 FLAGS = dict(train_iters=12, eval_interval=6, eval_iters=2)
 
@@ -78,14 +76,7 @@ def test_data_efficiency_golden_losses(name, tiny_corpus, kjv_analysis, tmp_path
         "ltd_kept_tokens": [r.get("ltd_kept_tokens") for r in train],
         "consumed_tokens": [r["consumed_tokens"] for r in train],
     }
-    path = GOLDEN_DIR / f"{name}.json"
-    if REGEN:
-        GOLDEN_DIR.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(got, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    golden = json.loads(path.read_text(encoding="utf-8"))
-    assert golden["recipe"] == got["recipe"], f"{path} was made for another recipe; regenerate it"
+    golden = load_golden(name, got)
     for key in ("difficulty", "ltd_kept_tokens", "consumed_tokens"):
         assert got[key] == golden[key], key
     assert len(got["train_losses"]) == FLAGS["train_iters"]

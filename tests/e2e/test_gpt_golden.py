@@ -11,17 +11,13 @@ which rewrites ``tests/e2e/golden/*.json`` (review the diff and say why in the c
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from golden_files import load_golden
 from training.conftest import gpt_args, load_entry_script, tiny_corpus  # noqa: F401 - fixture
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
-REGEN = os.environ.get("MEGATRON_DE_REGEN_GOLDEN") == "1"
 
 # Recipes: name -> flags on top of training.conftest.gpt_args (debug flavor, seq 32, 2 x 2 micro-batches).
 RECIPES = {
@@ -52,14 +48,7 @@ def test_golden_losses(name, tiny_corpus, tmp_path):  # noqa: F811 - pytest fixt
         "train_losses": [result.train_losses[i] for i in sorted(result.train_losses)],
         "val_losses": {str(k): v for k, v in sorted(result.val_losses.items())},
     }
-    path = GOLDEN_DIR / f"{name}.json"
-    if REGEN:
-        GOLDEN_DIR.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(got, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    golden = json.loads(path.read_text(encoding="utf-8"))
-    assert golden["recipe"] == got["recipe"], f"{path} was made for another recipe; regenerate it"
+    golden = load_golden(name, got)
     assert len(got["train_losses"]) == flags["train_iters"]
     assert got["train_losses"] == pytest.approx(golden["train_losses"], abs=ATOL)
     assert got["val_losses"] == pytest.approx(golden["val_losses"], abs=ATOL)
