@@ -10,6 +10,9 @@
 #           over 120 steps (examples/quickstart/cl.json)
 #   ltd     random-LTD: layers 1-2 of 4 keep 32 -> 128 random tokens per sample over 120 steps (ltd.json)
 #   cl_ltd  both (cl_ltd.json)
+#   cl_blend  the cl curriculum over a weighted blend: the Old and the New Testament as two datasets, 0.5 each
+#           (the New Testament is 22% of the text, so it is upsampled); each is analyzed on its own
+#           (data/analysis_quickstart_blend/dataset0|1) and gets its own thresholds (cl_blend.json)
 # Each mode writes to runs/quickstart_cpu_MODE/ and prints the difficulty / kept tokens and validation losses.
 #
 # Sizes: 4 layers, hidden 256, 4 heads, sequence 128, 4 sequences per step (about 16M parameters, most of them
@@ -18,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 MODE=${MODE:-baseline}
-case "${1:-}" in baseline|cl|ltd|cl_ltd) MODE=$1; shift ;; esac
+case "${1:-}" in baseline|cl|ltd|cl_ltd|cl_blend) MODE=$1; shift ;; esac
 RUN=runs/quickstart_cpu
 DE_FLAGS=()
 case "$MODE" in
@@ -27,11 +30,16 @@ case "$MODE" in
   ltd) DE_FLAGS=(--deepspeed --deepspeed_config examples/quickstart/ltd.json --random-ltd) ;;
   cl_ltd) DE_FLAGS=(--deepspeed --deepspeed_config examples/quickstart/cl_ltd.json
                     --data-efficiency-curriculum-learning --random-ltd) ;;
-  *) echo "unknown MODE '$MODE' (baseline, cl, ltd or cl_ltd)" >&2; exit 2 ;;
+  cl_blend) DE_FLAGS=(--deepspeed --deepspeed_config examples/quickstart/cl_blend.json
+                      --data-efficiency-curriculum-learning) ;;
+  *) echo "unknown MODE '$MODE' (baseline, cl, ltd, cl_ltd or cl_blend)" >&2; exit 2 ;;
 esac
 [ "$MODE" = baseline ] || RUN=${RUN}_$MODE
 # The data flags the analysis and the training must share (sample ids are positions in this training split).
-DATA_FLAGS=(--data-path data/kjv_text_document --tokenizer-type GPT2BPETokenizer --split 949,50,1
+DATA=(data/kjv_text_document) SPLIT=949,50,1
+# The New Testament has 260 chapters: 2% of them (5) for the test split, as 0.1% would leave none.
+[ "$MODE" = cl_blend ] && DATA=(0.5 data/kjv_ot_text_document 0.5 data/kjv_nt_text_document) SPLIT=90,8,2
+DATA_FLAGS=(--data-path "${DATA[@]}" --tokenizer-type GPT2BPETokenizer --split $SPLIT
             --seq-length 128 --seed 1234)
 mkdir -p data
 
@@ -43,9 +51,28 @@ if [ ! -f data/kjv_text_document.idx ]; then
     --tokenizer-type GPT2BPETokenizer --append-eod --workers 2
 fi
 
-if [[ "$MODE" == cl* ]] && [ ! -f data/analysis_quickstart/vocab_rarity/vocab_rarity_index_to_metric.idx ]; then
-  "$PY" tools/analyze_data.py "${DATA_FLAGS[@]}" --metrics vocab_rarity --save-path data/analysis_quickstart \
+if [ "$MODE" = cl_blend ] && [ ! -f data/kjv_nt_text_document.idx ]; then
+  # One chapter per line in book order: the Old Testament ends before Matthew 1.
+  "$PY" - <<'PYEOF'
+import json
+lines = open("data/kjv.jsonl", encoding="utf-8").readlines()
+nt = next(i for i, line in enumerate(lines) if json.loads(line)["id"] == "Matthew 1")
+for name, part in (("ot", lines[:nt]), ("nt", lines[nt:])):
+    with open(f"data/kjv_{name}.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(part)
+PYEOF
+  for part in ot nt; do
+    "$PY" tools/preprocess_data.py --input data/kjv_$part.jsonl --output-prefix data/kjv_$part \
+      --tokenizer-type GPT2BPETokenizer --append-eod --workers 2
+  done
+fi
+
+ANALYSIS=data/analysis_quickstart
+[ "$MODE" = cl_blend ] && ANALYSIS=data/analysis_quickstart_blend
+if [[ "$MODE" == cl* ]] && [ ! -f "$ANALYSIS/done" ]; then
+  "$PY" tools/analyze_data.py "${DATA_FLAGS[@]}" --metrics vocab_rarity --save-path "$ANALYSIS" \
     --num-threads 2 --no-progress
+  touch "$ANALYSIS/done"
 fi
 
 rm -rf "$RUN"

@@ -46,30 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_train_components(data_cfg: DataConfig, tok_cfg: TokenizerConfig, seed: int):
-    """The training split built for exactly one epoch - per blend component for a weighted blend - and the tokenizer.
+    """The training split built for exactly one epoch - its components for a weighted blend - and the tokenizer.
 
-    A blend component is analyzed as the dataset of its prefix alone (same split, seq-length and seed), which is
-    what the training blend must be made of for the sample ids to match.
+    This is the dataset pretrain_gpt.py trains on under curriculum learning (the same builder with
+    ``train_data_exact_num_epochs=1``); a blend component is its prefix's own one-epoch dataset, so each
+    component's analysis is addressed by the component's sample ids.
     """
     from megatron.data.gpt_dataset import build_gpt_datasets
 
     tokenizer = build_tokenizer(tok_cfg)
-    blend = None if data_cfg.mock_data else data_cfg.blends()[0]
-    if blend is None or blend.weights is None:
-        cfgs = [dataclasses.replace(data_cfg, train_data_exact_num_epochs=1)]
-    elif data_cfg.data_path is not None:
-        cfgs = [dataclasses.replace(data_cfg, data_path=[p], train_data_exact_num_epochs=1) for p in blend.prefixes]
-    else:
-        cfgs = [dataclasses.replace(data_cfg, train_data_path=[p], valid_data_path=None, test_data_path=None,
-                                    train_data_exact_num_epochs=1) for p in blend.prefixes]
-    components = []
-    for cfg in cfgs:
-        train, _, _ = build_gpt_datasets(cfg, tokenizer, (0, 0, 0), seed)
-        if train is None:
-            raise ValueError(f"{cfg.data_path or cfg.train_data_path}: the split {cfg.split!r} leaves no training "
-                             "documents")
-        components.append(train)
-    return components, tokenizer
+    cfg = dataclasses.replace(data_cfg, train_data_exact_num_epochs=1)
+    train, _, _ = build_gpt_datasets(cfg, tokenizer, (0, 0, 0), seed)
+    if train is None:
+        raise ValueError(f"{cfg.data_path or cfg.train_data_path}: the split {cfg.split!r} leaves no training "
+                         "documents")
+    return (list(train.datasets) if hasattr(train, "datasets") else [train]), tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:

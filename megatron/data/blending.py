@@ -5,6 +5,10 @@ expressions, first index on ties) without a compiled helper: the greedy is simul
 once from guessed starting states, then stitched together exactly (see the function's docstring). Sizes follow
 Megatron-LM ``core_v0.8`` / Megatron-DeepSpeed: each component gets ``ceil(N * w * 1.005)`` samples and the blend
 is their sum.
+
+``build_exhaustive_blending_indices`` is the other layout: every sample of every component exactly once,
+interleaved in proportion to the component sizes. Exact-epoch training data (curriculum learning) uses it; the
+blend weights are then applied by the curriculum sampler, which draws each global batch across components by them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import torch
 from megatron.data.index_cache import IndexCache, load_or_build_indices
 from megatron.logging import get_logger
 
-__all__ = ["build_blending_indices", "blend_sample_counts", "normalize_weights", "BlendedDataset"]
+__all__ = [
+    "build_blending_indices", "build_exhaustive_blending_indices", "blend_sample_counts", "normalize_weights",
+    "BlendedDataset",
+]
 
 logger = get_logger(__name__)
 
@@ -213,6 +220,35 @@ def build_blending_indices(weights: Sequence[float], size: int) -> tuple[np.ndar
     return chunks.picks.reshape(-1)[:size], chunks.drawn.reshape(-1)[:size]
 
 
+def build_exhaustive_blending_indices(sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample of every component exactly once, components interleaved in proportion to their sizes.
+
+    Sample ``k`` of component ``d`` (of ``n_d``) sits at the fractional position ``(k + 1/2) / n_d``; the blend is
+    all samples ordered by that position (ties: lower component first). Each component keeps its own order, and a
+    prefix of ``m`` samples holds ``m * s_d +- (1/2 + s_d * (D - 2) / 2)`` samples of component ``d`` (share
+    ``s_d = n_d / N``, ``D`` components): within half a sample for two components.
+    (Megatron-LM's exhaustive mode instead runs its greedy over size-weights and drops exhausted components; the
+    stratified order reaches the same guarantee with one sort and no special case at the end.)
+
+    Args:
+        sizes: samples per component (at most 32767 components).
+
+    Returns:
+        ``dataset_index`` (int16 [sum(sizes)]) and ``dataset_sample_index`` (int64 [sum(sizes)]).
+    """
+    n = np.asarray(sizes, dtype=np.int64)
+    if n.ndim != 1 or not 1 <= len(n) <= np.iinfo(np.int16).max or (n < 0).any():
+        raise ValueError(f"sizes must be 1..32767 counts >= 0, got {list(sizes)}")
+    component = np.repeat(np.arange(len(n), dtype=np.int16), n)
+    starts = np.cumsum(n) - n
+    sample = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(starts, n)
+    # float64 positions: within a component they are strictly increasing (steps of 1/n_d); across components two
+    # positions closer than float64 resolution (sizes above ~2**26) may swap, moving a prefix by one more sample.
+    position = (2.0 * sample + 1.0) / (2.0 * np.repeat(n, n).astype(np.float64))
+    order = np.lexsort((component, position))
+    return component[order], sample[order]
+
+
 class BlendedDataset(torch.utils.data.Dataset):
     """Samples drawn from several datasets in Megatron's greedy weighted order.
 
@@ -220,20 +256,30 @@ class BlendedDataset(torch.utils.data.Dataset):
     ``dataset_id`` = ``dataset_index[i]`` and ``dataset_sample_index`` = that position in the component (so ids
     never collide across components).
 
+    With ``exhaustive=True`` the order is ``build_exhaustive_blending_indices`` instead: every sample of every
+    component exactly once (``size`` must be the sum of the component lengths). ``weights`` are then not used to
+    order the samples; they stay on ``.weights`` for a sampler that applies them (the curriculum sampler).
+
     Args:
         datasets: the components (each indexable, returning a dict with ``tokens``).
         weights: normalized weights, one per component.
         size: number of blended samples.
         split: split name (cache file name).
         cache_dir: index cache directory; None keeps the indices in memory.
+        exhaustive: every component sample once, interleaved by size, instead of the weighted greedy.
     """
 
     def __init__(
-        self, datasets: Sequence[Any], weights: Sequence[float], size: int, split: str, *, cache_dir: Optional[str]
+        self, datasets: Sequence[Any], weights: Sequence[float], size: int, split: str, *, cache_dir: Optional[str],
+        exhaustive: bool = False,
     ) -> None:
         if len(datasets) != len(weights) or not datasets:
             raise ValueError(f"need one weight per dataset, got {len(datasets)} datasets and {len(weights)} weights")
         self.datasets, self.weights, self.size = list(datasets), [float(w) for w in weights], int(size)
+        self.exhaustive = bool(exhaustive)
+        if self.exhaustive and self.size != sum(len(d) for d in self.datasets):
+            raise ValueError(f"an exhaustive blend holds every component sample once: size must be "
+                             f"{sum(len(d) for d in self.datasets)}, got {self.size}")
         params = {
             "class": "BlendedDataset",
             "index_format": 1,
@@ -242,6 +288,8 @@ class BlendedDataset(torch.utils.data.Dataset):
             "weights": self.weights,
             "datasets": [getattr(d, "cache", None) and d.cache.key for d in self.datasets],
         }
+        if self.exhaustive:  # only then: weighted blends keep the cache keys they always had
+            params["order"] = "exhaustive"
         # Components without an on-disk cache have no stable identity; keep the blend in memory as well.
         cache = None if cache_dir is None or any(k is None for k in params["datasets"]) else IndexCache(
             cache_dir, "BlendedDataset", split, params, ("dataset_index", "dataset_sample_index")
@@ -250,6 +298,9 @@ class BlendedDataset(torch.utils.data.Dataset):
         self.dataset_index, self.dataset_sample_index = arrays["dataset_index"], arrays["dataset_sample_index"]
 
     def _build(self) -> dict[str, np.ndarray]:
+        if self.exhaustive:
+            dataset_index, dataset_sample_index = build_exhaustive_blending_indices([len(d) for d in self.datasets])
+            return {"dataset_index": dataset_index, "dataset_sample_index": dataset_sample_index}
         dataset_index, dataset_sample_index = build_blending_indices(self.weights, self.size)
         drawn = np.bincount(dataset_index, minlength=len(self.datasets))
         for d, (count, dataset) in enumerate(zip(drawn.tolist(), self.datasets)):

@@ -274,18 +274,38 @@ class _Builder:
         return dataset
 
     def _blended(self, blend: Blend, split: Split, num_samples: int, exact: Optional[int]) -> Optional[BlendedDataset]:
-        if exact is not None:
-            raise NotImplementedError(
-                "train_data_exact_num_epochs with a weighted blend: the curriculum analyzer indexes one dataset; "
-                "merge the files into one prefix (tools/merge_datasets) or drop the weights"
-            )
         weights = normalize_weights(blend.weights)
+        cache_dir = self.cfg.data_cache_path or self.cache_dir(blend.prefixes[0])
+        if exact is not None:
+            return self._exact_blend(blend, split, num_samples, exact, weights, cache_dir)
         counts = blend_sample_counts(weights, num_samples)
         datasets = [self._single(p, split, n, None) for p, n in zip(blend.prefixes, counts)]
         if any(d is None for d in datasets):
             return None
-        cache_dir = self.cfg.data_cache_path or self.cache_dir(blend.prefixes[0])
         return BlendedDataset(datasets, weights, sum(counts), split.name, cache_dir=cache_dir)
+
+    def _exact_blend(self, blend: Blend, split: Split, num_samples: int, exact: int, weights: np.ndarray,
+                     cache_dir: str) -> Optional[BlendedDataset]:
+        """Exact epochs of a weighted blend: each component is its own prefix's exact-epoch dataset (so its
+        sample ids are the ones ``tools/analyze_data.py`` indexes), blended exhaustively (every sample once).
+
+        The weights are not used to order samples here (a weighted order would repeat or skip samples); they are
+        kept on ``.weights`` and the curriculum sampler draws each global batch across components by them.
+        A plain sampler reads the exhaustive order, i.e. the components in proportion to their sizes.
+        """
+        datasets = [self._single(p, split, 0, exact) for p in blend.prefixes]
+        if any(d is None for d in datasets):
+            return None
+        size = sum(len(d) for d in datasets)
+        logger.info(
+            "%s split: %d exact epoch(s) of a %d-dataset blend, %d samples (%s per component); the blend weights "
+            "%s apply through the curriculum sampler", split.name, exact, len(datasets), size,
+            [len(d) for d in datasets], [round(float(w), 4) for w in weights],
+        )
+        if num_samples > size:
+            logger.warning("%s: %d training samples requested but train_data_exact_num_epochs=%d gives %d",
+                           " + ".join(blend.prefixes), num_samples, exact, size)
+        return BlendedDataset(datasets, weights, size, split.name, cache_dir=cache_dir, exhaustive=True)
 
     def _mock(self, split: Split, num_samples: int, exact: Optional[int]) -> Optional[GPTDataset]:
         vocab_size = int(getattr(self.tokenizer, "vocab_size", 50257))

@@ -8,6 +8,7 @@ samples) -> train -> test.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping, Sequence
 
 import torch.distributed as dist
@@ -78,6 +79,13 @@ def _train_sampler(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, con
         )
         if sampler is not None:
             return sampler
+    if getattr(dataset, "exhaustive", False):
+        log_rank0(
+            logger, "train_data_exact_num_epochs with a weighted blend and no curriculum sampler: every sample of "
+            "every component is read once per epoch, in proportion to the component sizes, so the blend weights %s "
+            "do not apply; drop --train-data-exact-num-epochs to sample by weight", dataset.weights,
+            level=logging.WARNING,
+        )
     kind = MegatronPretrainingRandomSampler if cfg.data.dataloader_type == "cyclic" else MegatronPretrainingSampler
     return kind(
         total_samples=len(dataset), consumed_samples=consumed, micro_batch_size=t.micro_batch_size,

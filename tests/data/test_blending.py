@@ -179,13 +179,50 @@ def test_per_split_paths_use_whole_files(tmp_path):
     assert isinstance(valid, BlendedDataset) and valid.datasets[0].params.document_range == (0, 20)
 
 
-def test_exact_epochs_with_weighted_blend_is_rejected(tmp_path):
-    """Exact-epoch training data with a weighted blend is an unsupported combination (NotImplementedError)."""
-    _dataset(tmp_path / "a", 30, 0)
-    cfg = DataConfig(data_path=["1", str(tmp_path / "a"), "1", str(tmp_path / "a")], train_data_exact_num_epochs=1,
-                     data_cache_path=str(tmp_path / "cache"))
-    with pytest.raises(NotImplementedError, match="train_data_exact_num_epochs"):
-        build_gpt_datasets(cfg, _Tokenizer(), (10, 0, 0), seed=1)
+@pytest.mark.parametrize("sizes", [[3, 5, 0, 2], [1, 1], [1000, 7], [17, 17, 17], [123, 456, 789, 1, 50]])
+def test_exhaustive_blend_uses_every_sample_once_in_proportion(sizes):
+    """The exhaustive order holds every (component, sample) pair exactly once, keeps each component's own order,
+    and every prefix of m samples holds m * s_d +- (1/2 + s_d * (D - 2) / 2) of component d (size share s_d)."""
+    index, sample = blending.build_exhaustive_blending_indices(sizes)
+    assert index.dtype == np.int16 and sample.dtype == np.int64 and len(index) == sum(sizes)
+    for d, n in enumerate(sizes):
+        np.testing.assert_array_equal(sample[index == d], np.arange(n))
+    share = np.asarray(sizes, dtype=np.float64) / sum(sizes)
+    counts = np.cumsum(np.eye(len(sizes), dtype=np.int64)[index], axis=0)
+    expected = np.arange(1, len(index) + 1)[:, None] * share[None, :]
+    assert (np.abs(counts - expected) <= 0.5 + share * (len(sizes) - 2) / 2 + 1e-9).all()
+
+
+def test_exact_epochs_with_weighted_blend_is_exhaustive(tmp_path):
+    """Exact epochs of a weighted blend: each component equals its prefix's own exact-epoch dataset (the one the
+    analyzer indexes), the blend holds every component sample exactly once, ``.weights`` keeps the configured
+    (normalized) weights for the curriculum sampler, and the exhaustive indices are cached apart from greedy ones."""
+    _dataset(tmp_path / "a", 60, 0)
+    _dataset(tmp_path / "b", 30, 1)
+    common = dict(split="90,10,0", seq_length=16, data_cache_path=str(tmp_path / "cache"),
+                  train_data_exact_num_epochs=1)
+    cfg = DataConfig(data_path=["1", str(tmp_path / "a"), "3", str(tmp_path / "b")], **common)
+    train, valid, _ = build_gpt_datasets(cfg, _Tokenizer(), (10_000, 20, 0), seed=1)
+    assert isinstance(train, BlendedDataset) and train.exhaustive and train.weights == [0.25, 0.75]
+    for d, prefix in enumerate(("a", "b")):
+        alone, _, _ = build_gpt_datasets(DataConfig(data_path=[str(tmp_path / prefix)], **common), _Tokenizer(),
+                                         (0, 0, 0), seed=1)
+        assert len(train.datasets[d]) == len(alone)
+        np.testing.assert_array_equal(train.datasets[d][len(alone) - 1]["tokens"], alone[len(alone) - 1]["tokens"])
+    assert len(train) == sum(len(d) for d in train.datasets)
+    pairs = set(zip(np.asarray(train.dataset_index).tolist(), np.asarray(train.dataset_sample_index).tolist()))
+    assert pairs == {(d, k) for d, ds in enumerate(train.datasets) for k in range(len(ds))}
+    assert isinstance(valid, BlendedDataset) and not valid.exhaustive, "exact epochs concern the training split only"
+    again, _, _ = build_gpt_datasets(cfg, _Tokenizer(), (10, 0, 0), seed=1)
+    assert not again.built_indices and np.array_equal(again.dataset_index, train.dataset_index)
+
+
+def test_exhaustive_size_must_cover_every_sample():
+    """An exhaustive BlendedDataset whose size is not the components' total is a ValueError naming the size."""
+    parts = [[{"tokens": np.zeros(3, dtype=np.int64)}] * 4, [{"tokens": np.ones(3, dtype=np.int64)}] * 6]
+    with pytest.raises(ValueError, match="size must be 10"):
+        BlendedDataset(parts, [0.5, 0.5], 12, "train", cache_dir=None, exhaustive=True)
+    assert len(BlendedDataset(parts, [0.9, 0.1], 10, "train", cache_dir=None, exhaustive=True)) == 10
 
 
 def test_oversampled_component_is_an_error():

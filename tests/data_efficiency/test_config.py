@@ -16,7 +16,9 @@ from megatron.data_efficiency.config import (
     parse_data_efficiency_config,
 )
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "curriculum").glob("*.json"))
+_EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = sorted((_EXAMPLE_DIR / "curriculum").glob("*.json"))
+QUICKSTART = sorted((_EXAMPLE_DIR / "quickstart").glob("*.json"))
 CM = "data_efficiency.data_sampling.curriculum_learning.curriculum_metrics"
 
 
@@ -57,12 +59,14 @@ def _section() -> dict:
     }
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES + QUICKSTART, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_example_configs_parse(path):
-    """Every committed example config is a whole DeepSpeed config that loads (its other keys are ignored)."""
+    """Every committed example config (1.3B recipes and quickstart modes) is a whole DeepSpeed config that loads
+    (its other keys are ignored) and switches on curriculum learning or random-LTD."""
     cfg = load_data_efficiency_config(path)
-    assert cfg.curriculum_enabled
-    assert cfg.data_sampling.curriculum_learning.curriculum_metrics
+    assert cfg.curriculum_enabled or cfg.random_ltd_enabled
+    if cfg.curriculum_enabled:
+        assert cfg.data_sampling.curriculum_learning.curriculum_metrics
 
 
 def test_examples_exist():

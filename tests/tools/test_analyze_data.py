@@ -84,6 +84,23 @@ def test_sampler_reads_the_analysis_by_dataset_position(analyzed):
         assert rarity[idx].max() <= cutoff
 
 
+def test_blend_is_analyzed_per_component(analyzed, toy_gpt2_dataset, tmp_path):  # noqa: F811
+    """A weighted --data-path is analyzed per component into dataset{c}/: each component's files equal the
+    analysis of its prefix alone (same split, seed, seq-length), and the tool prints the list of paths to configure."""
+    _, _, single, root = analyzed
+    blend = ["1", toy_gpt2_dataset, "3", toy_gpt2_dataset]
+    proc = _run("analyze_data.py", "--data-path", *blend, "--split", "90,5,5", "--seq-length", SEQ,
+                "--data-cache-path", root / "cache", "--seed", 7, "--metrics", "vocab_rarity",
+                "--save-path", tmp_path, "--no-progress")
+    want = [output_prefix(str(tmp_path / f"dataset{c}"), "vocab_rarity", "index_to_sample") for c in range(2)]
+    assert f"index_to_sample_path {want}" in proc.stdout
+    for file in ("sample_to_metric", "index_to_sample", "index_to_metric", "index_to_sample_percentile_merged"):
+        expected = np.asarray(read_flat(output_prefix(single, "vocab_rarity", file))[0])
+        for c in range(2):
+            got = np.asarray(read_flat(output_prefix(str(tmp_path / f"dataset{c}"), "vocab_rarity", file))[0])
+            assert np.array_equal(got, expected), (file, c)
+
+
 def test_reduce_refuses_incomplete_map_through_the_cli(toy_gpt2_dataset, tmp_path):  # noqa: F811
     """--task reduce exits with an error naming the worker whose map output is missing; after it runs, it works."""
     flags = [*_data_flags(toy_gpt2_dataset, tmp_path / "cache"), "--metrics", "total_vocab_freq",

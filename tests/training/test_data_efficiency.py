@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from data.conftest import kjv_chapters, preprocess_data, write_jsonl
 from training.conftest import gpt_args, load_entry_script, read_metrics
 from megatron.data_efficiency.curriculum.analyzer import output_prefix, read_flat
 from megatron.data_efficiency.curriculum.scheduler import fixed_root_difficulty
@@ -27,11 +28,12 @@ LTD_SCHEDULE = dict(min_value=8, max_value=SEQ, require_steps=16, seq_per_step=8
 
 
 # ---- shared helpers -------------------------------------------------------------------------------------------------
-def analyze_corpus(corpus: dict[str, str], save_path: Path) -> Path:
-    """Run ``tools/analyze_data.py --metrics vocab_rarity`` with gpt_args' data flags; returns ``save_path``."""
+def analyze_corpus(corpus: dict[str, str], save_path: Path, data_path: list[str] | None = None) -> Path:
+    """Run ``tools/analyze_data.py --metrics vocab_rarity`` with gpt_args' data flags (``data_path``: a blend's
+    ``--data-path`` words instead of the corpus prefix); returns ``save_path``."""
     tool = load_entry_script("tools/analyze_data.py")
-    tool.main(["--data-path", corpus["data_path"], "--vocab-file", corpus["vocab_file"], "--merge-file",
-               corpus["merge_file"], "--split", "90,8,2", "--seq-length", str(SEQ), "--seed", "1234",
+    tool.main(["--data-path", *(data_path or [corpus["data_path"]]), "--vocab-file", corpus["vocab_file"],
+               "--merge-file", corpus["merge_file"], "--split", "90,8,2", "--seq-length", str(SEQ), "--seed", "1234",
                "--metrics", "vocab_rarity", "--save-path", str(save_path), "--num-threads", "1", "--no-progress"])
     return save_path
 
@@ -42,13 +44,20 @@ def kjv_analysis(tiny_corpus, tmp_path_factory) -> Path:
     return analyze_corpus(tiny_corpus, tmp_path_factory.mktemp("kjv_analysis"))
 
 
-def vocab_rarity_metric(analysis: Path, *, difficulty_type: str = "percentile", lo: int = 10, hi: int = 100,
-                        steps: int = 16) -> dict[str, Any]:
-    """A schedule-based vocab-rarity curriculum metric over the analysis (fixed_root, degree 2)."""
+def vocab_rarity_metric(analysis: Path | list[Path], *, difficulty_type: str = "percentile", lo: int = 10,
+                        hi: int = 100, steps: int = 16) -> dict[str, Any]:
+    """A schedule-based vocab-rarity curriculum metric over the analysis (fixed_root, degree 2); a list of
+    analyses (one per blend component) gives lists of paths."""
     kind = "index_to_sample_percentile_merged" if difficulty_type == "percentile" else "index_to_sample"
+
+    def paths(file: str) -> str | list[str]:
+        if isinstance(analysis, list):
+            return [output_prefix(str(a), "vocab_rarity", file) for a in analysis]
+        return output_prefix(str(analysis), "vocab_rarity", file)
+
     return {
-        "index_to_sample_path": output_prefix(str(analysis), "vocab_rarity", kind),
-        "index_to_metric_path": output_prefix(str(analysis), "vocab_rarity", "index_to_metric"),
+        "index_to_sample_path": paths(kind),
+        "index_to_metric_path": paths("index_to_metric"),
         "difficulty_type": difficulty_type, "clustering_type": "schedule_based", "min_difficulty": lo,
         "max_difficulty": hi, "schedule_type": "fixed_root",
         "schedule_config": {"total_curriculum_step": steps, "difficulty_step": 1, "root_degree": 2},
@@ -91,6 +100,14 @@ def de_args(path: Path, config: dict[str, Any]) -> dict[str, Any]:
             "random_ltd": "data_routing" in section}
 
 
+def second_corpus(corpus: dict[str, str], root: Path) -> str:
+    """KJV chapters 41-60 tokenized with ``corpus``' vocabulary into ``root``; returns the data prefix."""
+    docs = write_jsonl(root / "more.jsonl", kjv_chapters(60)[40:])
+    preprocess_data(["--input", docs, "--output-prefix", root / "more", "--append-eod", "--workers", "1",
+                     "--vocab-file", corpus["vocab_file"], "--merge-file", corpus["merge_file"]])
+    return str(root / "more_text_document")
+
+
 class BatchSpy:
     """Records, per training micro-batch, the dataset positions, the difficulties and the processed shape."""
 
@@ -101,6 +118,7 @@ class BatchSpy:
         def spy(ext, batch, iteration):
             out = original(ext, batch, iteration)
             self.records.append({"iteration": iteration, "indices": batch["dataset_sample_index"].tolist(),
+                                 "components": batch["dataset_id"].tolist(),
                                  "difficulty": dict(ext._difficulties), "shape": tuple(out["tokens"].shape)})
             return out
 
@@ -138,6 +156,34 @@ def test_curriculum_never_exceeds_difficulty_and_counts_truncated_tokens(tiny_co
     assert [r["difficulty"] for r in train] == [spy.records[2 * i]["difficulty"] for i in range(20)]
     assert train[-1]["consumed_tokens"] == result.consumed_tokens
     assert "schedule_tokens" not in train[-1], "without random-LTD the LR counts the data tokens"
+
+
+@pytest.mark.slow
+def test_blended_curriculum_applies_thresholds_per_component_and_keeps_weights(tiny_corpus, tmp_path, monkeypatch):
+    """CL over a weighted blend of two corpora (weights 0.3 / 0.7), analyzed per component by the tool: every trained
+    sample's vocab rarity, read from its own component's analysis, is within the value difficulty of its global
+    batch; after k global batches component 1 has supplied round(0.7 * 4k) samples within one (the blend weights
+    hold, although the exact-epoch blend itself holds every sample once); both components are drawn from."""
+    blend = ["0.3", tiny_corpus["data_path"], "0.7", second_corpus(tiny_corpus, tmp_path)]
+    analysis = analyze_corpus(tiny_corpus, tmp_path / "analysis", data_path=blend)
+    parts = [analysis / f"dataset{c}" for c in range(2)]
+    values = [np.asarray(read_flat(output_prefix(str(p), "vocab_rarity", "sample_to_metric"))[0]) for p in parts]
+    lo = int(max(np.percentile(v, 30) for v in values))
+    hi = int(max(v.max() for v in values))
+    metrics = {"vocab_rarity": vocab_rarity_metric(parts, difficulty_type="value", lo=lo, hi=hi)}
+    spy = BatchSpy(monkeypatch)
+    flags = de_args(tmp_path / "ds.json", de_config(metrics))
+    load_entry_script().main(gpt_args(tiny_corpus, data_path=None, eval_iters=0, **flags) + ["--data-path", *blend])
+    assert len(spy.records) == 20 * 2
+    for r in spy.records:
+        rarity = [values[c][k] for c, k in zip(r["components"], r["indices"])]
+        assert max(rarity) <= r["difficulty"]["vocab_rarity"], r
+    from_second = np.cumsum([sum(a["components"]) + sum(b["components"])
+                             for a, b in zip(spy.records[::2], spy.records[1::2])])
+    assert np.all(np.abs(from_second - 0.7 * 4 * np.arange(1, 21)) <= 1), from_second
+    assert 0 < from_second[-1] < 80
+    easy = [values[c][k] for c, k in zip(spy.records[0]["components"], spy.records[0]["indices"])]
+    assert max(easy) < hi, "the first batches come from the easy samples of each component"
 
 
 @pytest.mark.slow
