@@ -7,6 +7,9 @@ DeepSpeed's sampler reads the same files (dtype codes 1-5 mean the same to both)
 max time per global batch over the whole curriculum (it crosses ~100 difficulty changes), and the ratio to a
 proxy CPU training step (the ``debug`` GPT size: 4 layers, hidden 64, 4 heads, vocab 50304, same global batch at
 ``--seq-length``; one micro-batch forward + backward timed and scaled, plus AdamW, in torch).
+A second row of ours draws the same samples split into ``--blend-components`` components (each with its own
+analysis and thresholds, random blend weights) from an exact-epoch blend, as blended curriculum training does;
+DeepSpeed has no blended curriculum to compare with.
 
     .venv/bin/python bench/bench_curriculum_sampler.py            # add --deepspeed-dir DIR to reuse an install
 """
@@ -27,14 +30,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_analyzer import DS_VERSION, ensure_deepspeed  # noqa: E402
 
 
-def ds_config(save: str, steps: int, cluster_dir: str) -> dict:
-    """The DeepSpeed JSON both samplers read."""
-    prefix = os.path.join(save, "vocab_rarity", "vocab_rarity_")
+def ds_config(save: str | list[str], steps: int, cluster_dir: str) -> dict:
+    """The DeepSpeed JSON both samplers read (a list of analysis dirs: one per blend component)."""
+    def path(file: str) -> str | list[str]:
+        if isinstance(save, list):
+            return [os.path.join(d, "vocab_rarity", "vocab_rarity_" + file) for d in save]
+        return os.path.join(save, "vocab_rarity", "vocab_rarity_" + file)
+
     return {"data_efficiency": {"enabled": True, "seed": 1234, "data_sampling": {
         "enabled": True, "num_epochs": 1, "num_workers": 0, "curriculum_learning": {
             "enabled": True, "data_cluster_path": cluster_dir, "curriculum_metrics": {
-                "voc": {"index_to_sample_path": prefix + "index_to_sample_percentile_merged",
-                        "index_to_metric_path": prefix + "index_to_metric", "difficulty_type": "percentile",
+                "voc": {"index_to_sample_path": path("index_to_sample_percentile_merged"),
+                        "index_to_metric_path": path("index_to_metric"), "difficulty_type": "percentile",
                         "clustering_type": "schedule_based", "min_difficulty": 1, "max_difficulty": 100,
                         "schedule_type": "fixed_root",
                         "schedule_config": {"total_curriculum_step": steps, "difficulty_step": 1, "root_degree": 2}},
@@ -44,16 +51,31 @@ def ds_config(save: str, steps: int, cluster_dir: str) -> dict:
                                     "schedule_config": {"total_curriculum_step": steps, "difficulty_step": 8}}}}}}}
 
 
-def run_ours(args, cfg_dict) -> dict:
+class _Sized:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Blend(_Sized):
+    """What the sampler reads of an exact-epoch BlendedDataset: components, weights and the exhaustive order."""
+
+    def __init__(self, sizes: list[int], weights: np.ndarray) -> None:
+        from megatron.data.blending import build_exhaustive_blending_indices
+
+        super().__init__(sum(sizes))
+        self.datasets, self.weights = [_Sized(n) for n in sizes], (weights / weights.sum()).tolist()
+        self.dataset_index, self.dataset_sample_index = build_exhaustive_blending_indices(sizes)
+
+
+def run_ours(args, cfg_dict, dataset=None) -> dict:
     from megatron.data_efficiency.config import parse_data_efficiency_config
     from megatron.data_efficiency.curriculum.sampler import build_curriculum_sampler
 
-    class Sized:
-        def __len__(self):
-            return args.num_samples
-
     t0 = time.perf_counter()
-    sampler = build_curriculum_sampler(parse_data_efficiency_config(cfg_dict), Sized(),
+    sampler = build_curriculum_sampler(parse_data_efficiency_config(cfg_dict), dataset or _Sized(args.num_samples),
                                        global_batch_size=args.global_batch_size,
                                        micro_batch_size=args.micro_batch_size,
                                        dp_size=args.global_batch_size // args.micro_batch_size)
@@ -139,6 +161,7 @@ def main() -> None:
     p.add_argument("--global-batch-size", type=int, default=512)
     p.add_argument("--micro-batch-size", type=int, default=8)
     p.add_argument("--seq-length", type=int, default=128, help="of the proxy training step")
+    p.add_argument("--blend-components", type=int, default=4, help="components of the blended row (0: no row)")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--deepspeed-dir", default=os.path.join(tempfile.gettempdir(), f"megatron_de_ds{DS_VERSION}"))
     p.add_argument("--skip-deepspeed", action="store_true")
@@ -156,6 +179,15 @@ def main() -> None:
     cfg = ds_config(args.work_dir, args.steps, os.path.join(args.work_dir, "ds_clusters"))
     ours = run_ours(args, cfg)
     rows = [("megatron-de CurriculumSampler", ours)]
+    if args.blend_components:
+        sizes = [len(part) for part in np.array_split(np.arange(args.num_samples), args.blend_components)]
+        dirs = [os.path.join(args.work_dir, f"dataset{c}") for c in range(len(sizes))]
+        for d, n in zip(dirs, sizes):
+            write_metric_index(d, "vocab_rarity", rng.integers(0, args.distinct_values, n))
+        blend = _Blend(sizes, rng.random(len(sizes)) + 0.1)
+        rows.append((f"megatron-de CurriculumSampler, {len(sizes)}-way blend",
+                     run_ours(args, ds_config(dirs, args.steps, cfg["data_efficiency"]["data_sampling"]
+                                              ["curriculum_learning"]["data_cluster_path"]), blend)))
     if not args.skip_deepspeed:
         ensure_deepspeed(args.deepspeed_dir)
         cmd = [sys.executable, os.path.abspath(__file__), "--deepspeed-side", "--config", json.dumps(cfg)]
@@ -177,7 +209,7 @@ def main() -> None:
               f"{100 * r['mean'] / train:.1e}% |")
     print(f"proxy CPU training step (debug GPT, {args.global_batch_size} x {args.seq_length} tokens, from one "
           f"micro-batch of {args.micro_batch_size}): {train:.2f} s")
-    if len(rows) == 2:
+    if not args.skip_deepspeed:
         print(f"speed-up per global batch: {rows[0][1]['mean'] / ours['mean']:.1f}x")
     print(f"state_dict(): {1e3 * ours['state_dict']:.2f} ms")
 

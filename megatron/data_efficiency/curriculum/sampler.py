@@ -385,9 +385,14 @@ class CurriculumSampler:
         c = self._blend_counts
         out = [0] * len(w)
         i = sum(c)
+        rest = range(1, len(w))
         for _ in range(count):
             x = float(max(i, 1))
-            best = max(range(len(w)), key=lambda d: (w[d] * x - c[d], -d))
+            best, top = 0, w[0] * x - c[0]
+            for d in rest:  # strict comparison: the first maximum wins, as in Megatron's helper
+                err = w[d] * x - c[d]
+                if err > top:
+                    best, top = d, err
             c[best] += 1
             out[best] += 1
             i += 1
