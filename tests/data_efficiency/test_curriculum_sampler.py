@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from megatron.data.blending import build_exhaustive_blending_indices
 from megatron.data_efficiency.config import parse_data_efficiency_config
 from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, output_prefix
 from megatron.data_efficiency.curriculum.sampler import (
@@ -222,6 +223,32 @@ def test_blend_keeps_weights_and_per_component_thresholds(data):
             assert np.all(ds.tokens[j, 0] <= b.difficulties["f"])
             assert np.all(_ranks(ds.tokens[:, 1])[j] < len(ds) * b.difficulties["g"] // 100)
     assert comp_counts[1] > 0
+
+
+def test_exhaustive_blend_resumes_exactly_and_keeps_weights(data):
+    """Over an exact-epoch (exhaustive) blend, whose order holds each component sample once and ignores the
+    weights, the sampler still splits batches 0.37 / 0.63 within one sample; a state_dict taken after 12 global batches
+    (torch round trip, weights_only) resumes the identical stream, blend counters included."""
+    (ds_a, save_a), (ds_b, save_b) = data
+    blend = Blend([ds_a, ds_b], [0.37, 0.63], 0)
+    blend.dataset_index, blend.dataset_sample_index = build_exhaustive_blending_indices([len(ds_a), len(ds_b)])
+    cfg = _config({"f": _metric([save_a, save_b], "first_token", "value", 25, 79, 30)})
+    kw = dict(global_batch_size=20, micro_batch_size=10)
+    straight = build_curriculum_sampler(cfg, blend, **kw)
+    stream = [straight.draw_global_batch().indices for _ in range(30)]
+    comps = np.cumsum([np.bincount(blend.dataset_index[b], minlength=2) for b in stream], axis=0)
+    assert np.all(np.abs(comps - np.outer(20 * np.arange(1, 31), [0.37, 0.63])) <= 1)
+    first = build_curriculum_sampler(cfg, blend, **kw)
+    for _ in range(12):
+        first.draw_global_batch()
+        first.commit()
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = build_curriculum_sampler(cfg, blend, **kw)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    for k in range(12, 30):
+        assert np.array_equal(resumed.draw_global_batch().indices, stream[k])
 
 
 def test_invalid_setups_are_clear_value_errors(data):
