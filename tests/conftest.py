@@ -1,4 +1,5 @@
-"""Suite-wide pytest hooks: skip ``gpu`` tests without CUDA, keep tokenizer caches inside the test tmp dir.
+"""Suite-wide pytest hooks: skip ``gpu`` tests without CUDA, keep tokenizer caches inside the test tmp dir, run
+every test with one intra-op torch thread.
 
 Room-specific fixtures live in ``tests/<room>/conftest.py``.
 """
@@ -26,3 +27,13 @@ def _hermetic_caches(tmp_path_factory):
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tiktoken_cache")))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Test tensors are tiny: intra-op threads only add OpenMP synchronization, badly so on CI's two shared cores.
+    (Spawned distributed workers set their own thread count.)"""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

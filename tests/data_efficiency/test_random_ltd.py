@@ -3,7 +3,6 @@ masks, rotary angles), index draws (TP ranks, layers, samples, recomputation, re
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 
@@ -34,14 +33,6 @@ VOCAB, B, S, H = 128, 3, 16, 64
 # moves values by >= 1e-2.
 ATOL, RTOL = 1e-5, 1e-5
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add overhead on the two shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _scheduler(num_layers: int, ids: list[int], min_value: int, max_value: int | None = None,

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from golden_files import load_golden
 from training.conftest import gpt_args, load_entry_script, read_metrics, tiny_corpus  # noqa: F401 - fixture
@@ -38,13 +37,6 @@ RECIPES = {
     "gpt_debug_cl_ltd": (True, [1, 2]),
 }
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _config(analysis: Path, name: str) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 
 import pytest
-import torch
 
 from golden_files import load_golden
 from training.conftest import gpt_args, load_entry_script, tiny_corpus  # noqa: F401 - fixture
@@ -29,13 +28,6 @@ RECIPES = {
 # (one wrong sample, a shifted label or lr: > 1e-2).
 ATOL = 1e-3
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 from data.conftest import kjv_chapters, preprocess_data, write_jsonl
 
@@ -80,11 +79,3 @@ def read_metrics(path: Path) -> list[dict]:
     """Records of a ``--metrics-file``."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Toy shapes: intra-op threads only add OpenMP synchronization, badly so on a loaded two-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
