@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from megatron.data_efficiency.routing import (  # noqa: E402
+    RandomLTDRoutingConfig,
     RandomLTDSchedule,
-    RandomLTDScheduleConfig,
     RandomLTDScheduler,
     RandomLTDScheduleSteps,
     default_layer_ids,
@@ -74,7 +74,7 @@ def build(args: argparse.Namespace):
     quarter = args.seq // 4
     schedule = RandomLTDSchedule(min_value=quarter, max_value=args.seq,
                                  schedule_config=RandomLTDScheduleSteps(require_steps=3, seq_per_step=quarter))
-    scheduler = RandomLTDScheduler(RandomLTDScheduleConfig(
+    scheduler = RandomLTDScheduler(RandomLTDRoutingConfig(
         total_layer_num=args.layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
         random_ltd_schedule=schedule))
     controller = wrap_layers(model.layers, ids, scheduler, model.rng_tracker)

@@ -347,21 +347,21 @@ class RandomLTDConfig:
                      f"layer {layer} is outside [0, total_layer_num) = [0, {self.total_layer_num})")
 
     def to_schedule_config(self):
-        """The routing room's ``RandomLTDScheduleConfig`` (what ``RandomLTDScheduler``/``wrap_layers`` take).
+        """The routing room's ``RandomLTDRoutingConfig`` (what ``RandomLTDScheduler``/``wrap_layers`` take).
 
         Raises:
             ValueError: random_ltd is not enabled (the section may then be incomplete).
         """
         from megatron.data_efficiency.routing.scheduler import (
             RandomLTDSchedule,
-            RandomLTDScheduleConfig as RoutingConfig,
+            RandomLTDRoutingConfig,
             RandomLTDScheduleSteps,
         )
 
         if not self.enabled:
             raise ValueError("data_efficiency.data_routing.random_ltd.enabled is false; there is no schedule to build")
         sched = self.random_ltd_schedule
-        return RoutingConfig(
+        return RandomLTDRoutingConfig(
             total_layer_num=self.total_layer_num, random_ltd_layer_num=self.random_ltd_layer_num,
             random_ltd_layer_id=list(self.random_ltd_layer_id), model_mask_name=self.model_mask_name,
             model_type=self.model_type, hidden_state_order=self.hidden_state_order,

@@ -13,8 +13,8 @@ from torch import nn
 from dist_utils import all_gather_cat, run_distributed
 from megatron.data_efficiency.routing import (
     RandomLTDLayer,
+    RandomLTDRoutingConfig,
     RandomLTDSchedule,
-    RandomLTDScheduleConfig,
     RandomLTDScheduler,
     RandomLTDScheduleSteps,
     wrap_layers,
@@ -37,7 +37,7 @@ ATOL, RTOL = 1e-5, 1e-5
 
 def _scheduler(num_layers: int, ids: list[int], min_value: int, max_value: int | None = None,
                require_steps: int = 1, seq_per_step: int = 1) -> RandomLTDScheduler:
-    return RandomLTDScheduler(RandomLTDScheduleConfig(
+    return RandomLTDScheduler(RandomLTDRoutingConfig(
         total_layer_num=num_layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
         random_ltd_schedule=RandomLTDSchedule(
             min_value=min_value, max_value=min_value if max_value is None else max_value,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from megatron.data_efficiency.routing.scheduler import (
+    RandomLTDRoutingConfig,
     RandomLTDSchedule,
-    RandomLTDScheduleConfig,
     RandomLTDScheduler,
     RandomLTDScheduleSteps,
     kept_tokens_fixed_linear,
@@ -19,7 +19,7 @@ from megatron.data_efficiency.routing.scheduler import (
 
 def _config(min_value=128, max_value=2048, require_steps=200_000, seq_per_step=16, layers=24, ltd_ids=None):
     ids = list(range(1, layers - 1)) if ltd_ids is None else ltd_ids
-    return RandomLTDScheduleConfig(
+    return RandomLTDRoutingConfig(
         total_layer_num=layers,
         random_ltd_layer_num=len(ids),
         random_ltd_layer_id=ids,
@@ -130,7 +130,7 @@ def test_config_validation_names_the_field(kwargs, match):
 def test_config_accepts_deepspeed_nested_dicts_and_checks_layer_count():
     """The nested random_ltd_schedule / schedule_config dicts of the DeepSpeed JSON build the dataclasses; a layer
     count that disagrees with the id list is an error."""
-    cfg = RandomLTDScheduleConfig(
+    cfg = RandomLTDRoutingConfig(
         total_layer_num=12,
         random_ltd_layer_num=2,
         random_ltd_layer_id=[5, 2],
@@ -140,5 +140,5 @@ def test_config_accepts_deepspeed_nested_dicts_and_checks_layer_count():
     assert cfg.random_ltd_layer_id == [2, 5]
     assert RandomLTDScheduler(cfg).kept_tokens(5) == 160
     with pytest.raises(ValueError, match="random_ltd_layer_num"):
-        RandomLTDScheduleConfig(total_layer_num=12, random_ltd_layer_num=3, random_ltd_layer_id=[1, 2],
+        RandomLTDRoutingConfig(total_layer_num=12, random_ltd_layer_num=3, random_ltd_layer_id=[1, 2],
                                 random_ltd_schedule=cfg.random_ltd_schedule)

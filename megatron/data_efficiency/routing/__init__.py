@@ -11,8 +11,8 @@ from megatron.data_efficiency.routing.random_ltd import (
     wrap_layers,
 )
 from megatron.data_efficiency.routing.scheduler import (
+    RandomLTDRoutingConfig,
     RandomLTDSchedule,
-    RandomLTDScheduleConfig,
     RandomLTDScheduler,
     RandomLTDScheduleSteps,
     kept_tokens_fixed_linear,
@@ -21,8 +21,8 @@ from megatron.data_efficiency.routing.scheduler import (
 __all__ = [
     "RandomLTDController",
     "RandomLTDLayer",
+    "RandomLTDRoutingConfig",
     "RandomLTDSchedule",
-    "RandomLTDScheduleConfig",
     "RandomLTDScheduleSteps",
     "RandomLTDScheduler",
     "default_layer_ids",

@@ -64,7 +64,7 @@ class RandomLTDSchedule:
 
 
 @dataclass(kw_only=True)
-class RandomLTDScheduleConfig:
+class RandomLTDRoutingConfig:
     """The random-LTD fields of DeepSpeed's ``data_routing.random_ltd`` block that the schedule and wrapper need."""
 
     total_layer_num: int
@@ -130,7 +130,7 @@ class RandomLTDScheduler:
     the LR schedule and stop condition in the Megatron-DeepSpeed recipes.
     """
 
-    config: RandomLTDScheduleConfig
+    config: RandomLTDRoutingConfig
     current_step: int = 0
     consumed_layer_tokens: int = 0
     current_value: int = field(init=False)
