@@ -2,7 +2,8 @@
 
 Pins: the curriculum never trains on a sample above its difficulty and logs ``difficulty``; seqlen truncation is
 counted in ``consumed_tokens``; CL + random-LTD resume exactly mid-schedule; random-LTD kept tokens follow the
-schedule with data tokens and schedule (layer-averaged) tokens counted apart; bad configs fail before training.
+schedule with data tokens and schedule (layer-averaged) tokens counted apart; bad configs fail before training;
+a weighted blend is curriculum-sampled per component with its weights held, at DP=1 and DP=2 alike.
 The helpers here (analysis fixture, config builders) are shared with ``tests/e2e/test_data_efficiency_golden.py``.
 """
 
@@ -158,22 +159,38 @@ def test_curriculum_never_exceeds_difficulty_and_counts_truncated_tokens(tiny_co
     assert "schedule_tokens" not in train[-1], "without random-LTD the LR counts the data tokens"
 
 
-@pytest.mark.slow
-def test_blended_curriculum_applies_thresholds_per_component_and_keeps_weights(tiny_corpus, tmp_path, monkeypatch):
-    """CL over a weighted blend of two corpora (weights 0.3 / 0.7), analyzed per component by the tool: every trained
-    sample's vocab rarity, read from its own component's analysis, is within the value difficulty of its global
-    batch; after k global batches component 1 has supplied round(0.7 * 4k) samples within one (the blend weights
-    hold, although the exact-epoch blend itself holds every sample once); both components are drawn from."""
-    blend = ["0.3", tiny_corpus["data_path"], "0.7", second_corpus(tiny_corpus, tmp_path)]
-    analysis = analyze_corpus(tiny_corpus, tmp_path / "analysis", data_path=blend)
-    parts = [analysis / f"dataset{c}" for c in range(2)]
+@pytest.fixture(scope="module")
+def blend_analysis(tiny_corpus, tmp_path_factory) -> tuple[list[str], list[Path]]:
+    """A 0.3 / 0.7 blend of the tiny corpus and KJV chapters 41-60 (same vocabulary), analyzed per component:
+    the ``--data-path`` words and the two component analysis directories."""
+    root = tmp_path_factory.mktemp("blend")
+    blend = ["0.3", tiny_corpus["data_path"], "0.7", second_corpus(tiny_corpus, root)]
+    analysis = analyze_corpus(tiny_corpus, root / "analysis", data_path=blend)
+    return blend, [analysis / f"dataset{c}" for c in range(2)]
+
+
+def blended_curriculum(blend_analysis, path: Path) -> tuple[list[np.ndarray], dict[str, Any], int]:
+    """Per-component vocab-rarity values, the flags of a value-based rarity curriculum over the blend, and its
+    maximum difficulty."""
+    parts = blend_analysis[1]
     values = [np.asarray(read_flat(output_prefix(str(p), "vocab_rarity", "sample_to_metric"))[0]) for p in parts]
     lo = int(max(np.percentile(v, 30) for v in values))
     hi = int(max(v.max() for v in values))
     metrics = {"vocab_rarity": vocab_rarity_metric(parts, difficulty_type="value", lo=lo, hi=hi)}
+    return values, de_args(path, de_config(metrics)), hi
+
+
+@pytest.mark.slow
+def test_blended_curriculum_applies_thresholds_per_component_and_keeps_weights(tiny_corpus, blend_analysis, tmp_path,
+                                                                               monkeypatch):
+    """CL over a weighted blend of two corpora (weights 0.3 / 0.7), analyzed per component by the tool: every trained
+    sample's vocab rarity, read from its own component's analysis, is within the value difficulty of its global
+    batch; after k global batches component 1 has supplied round(0.7 * 4k) samples within one (the blend weights
+    hold, although the exact-epoch blend itself holds every sample once); both components are drawn from."""
+    values, flags, hi = blended_curriculum(blend_analysis, tmp_path / "ds.json")
     spy = BatchSpy(monkeypatch)
-    flags = de_args(tmp_path / "ds.json", de_config(metrics))
-    load_entry_script().main(gpt_args(tiny_corpus, data_path=None, eval_iters=0, **flags) + ["--data-path", *blend])
+    argv = gpt_args(tiny_corpus, data_path=None, eval_iters=0, **flags) + ["--data-path", *blend_analysis[0]]
+    load_entry_script().main(argv)
     assert len(spy.records) == 20 * 2
     for r in spy.records:
         rarity = [values[c][k] for c, k in zip(r["components"], r["indices"])]
@@ -310,7 +327,23 @@ def test_seqlen_warmup_and_reshape_count_actual_tokens(kind, tiny_corpus, tmp_pa
     assert train[0]["difficulty"] == {key: 8}
 
 
-def _tp_ltd_body(rank: int, world_size: int, argv: list[str]) -> dict:
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_blended_curriculum_dp2_matches_one_process(tiny_corpus, blend_analysis, tmp_path):
+    """Blended CL at DP=2 (one micro-batch of 2 per rank) trains like one process accumulating both micro-batches:
+    every rank draws the same curriculum global batch and takes its own slice (dropout off; fp32 sums in another
+    order agree to ~1e-6 relative)."""
+    from dist_utils import run_distributed
+
+    _, flags, _ = blended_curriculum(blend_analysis, tmp_path / "ds.json")
+    common = dict(train_iters=8, hidden_dropout=0.0, attention_dropout=0.0, eval_iters=0, data_path=None, **flags)
+    argv = gpt_args(tiny_corpus, **common) + ["--data-path", *blend_analysis[0]]
+    reference = load_entry_script().main(argv).train_losses
+    for losses in run_distributed(_train_losses_body, 2, argv, timeout_s=300):
+        assert losses == pytest.approx(reference, rel=1e-5)
+
+
+def _train_losses_body(rank: int, world_size: int, argv: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -329,5 +362,5 @@ def test_random_ltd_tp2_matches_one_process(tiny_corpus, tmp_path):
     common = dict(train_iters=8, hidden_dropout=0.0, attention_dropout=0.0, eval_iters=0, **flags)
     reference = load_entry_script().main(gpt_args(tiny_corpus, **common)).train_losses
     tp_argv = gpt_args(tiny_corpus, tensor_model_parallel_size=2, **common)
-    for losses in run_distributed(_tp_ltd_body, 2, tp_argv, timeout_s=300):
+    for losses in run_distributed(_train_losses_body, 2, tp_argv, timeout_s=300):
         assert losses == pytest.approx(reference, rel=1e-5)
