@@ -411,17 +411,21 @@ class Trainer:
             return None
         self.model.eval()
         total, count = 0.0, 0
+        aux_totals: dict[str, float] = {}
         for _ in range(self.t.eval_iters * self.num_microbatches):
             batch = stream.next()
             if batch is None:
                 break
-            loss, _aux = self.forward_step(self.model, _to_device(batch, self.device))
+            loss, aux = self.forward_step(self.model, _to_device(batch, self.device))
             total += float(loss)
             count += 1
+            for name, value in aux.items():  # the same keys every micro-batch (e.g. BERT's loss/lm, loss/sop)
+                aux_totals[name] = aux_totals.get(name, 0.0) + float(value)
         self.model.train()
         if split == "valid":
             self.consumed_valid_samples += self.gbs * self.t.eval_iters
-        total, count = self._reduce_dp([total, float(count)])
+        names = sorted(aux_totals)
+        total, count, *aux_sums = self._reduce_dp([total, float(count), *(aux_totals[n] for n in names)])
         if count == 0:
             log_rank0(logger, "%s split has no batches left; skipping evaluation", split)
             return None
@@ -430,5 +434,6 @@ class Trainer:
             self.result.val_losses[self.iteration] = loss
         else:
             self.result.test_loss = loss
-        self.writer.log_eval(self.iteration, loss, "valid" if split == "valid" else "test")
+        extra = {name: value / count for name, value in zip(names, aux_sums)}
+        self.writer.log_eval(self.iteration, loss, "valid" if split == "valid" else "test", extra)
         return loss

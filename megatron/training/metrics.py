@@ -168,17 +168,22 @@ class MetricsWriter:
         self._line({"kind": "train", **metrics})
 
     def log_eval(self, iteration: int, loss: float, split: Literal["valid", "test"], extra: dict | None = None) -> None:
-        """One evaluation: loss and perplexity ``exp(min(20, loss))`` (Megatron caps the exponent)."""
+        """One evaluation: loss and perplexity ``exp(min(20, loss))`` (Megatron caps the exponent), plus the mean of
+        each loss component in ``extra`` (e.g. BERT's ``loss/lm`` and ``loss/sop``; the loss is their sum)."""
         if not self.enabled:
             return
         ppl = math.exp(min(20.0, loss))
         prefix = "val" if split == "valid" else "test"
         name = "validation" if split == "valid" else "test"
-        logger.info("%s loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E |", name, iteration, loss, ppl)
+        parts = "".join(f" {k}: {v:.6E} |" for k, v in (extra or {}).items()) if len(extra or {}) > 1 else ""
+        logger.info("%s loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E |%s", name, iteration, loss, ppl,
+                    parts)
         record = {"iteration": iteration, f"{prefix}_loss": loss, f"{prefix}_ppl": ppl, **(extra or {})}
         if self._tb is not None:
             self._tb.add_scalar(f"{prefix}/loss", loss, iteration)
             self._tb.add_scalar(f"{prefix}/ppl", ppl, iteration)
+            for k, v in (extra or {}).items():
+                self._tb.add_scalar(f"{prefix}/{k}", v, iteration)
         self._line({"kind": split, **record})
 
     def close(self) -> None:
