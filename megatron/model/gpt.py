@@ -11,22 +11,14 @@ import torch
 from torch import nn
 
 from megatron.model.config import TransformerConfig
+from megatron.model.language_model import build_compiled_loss, per_token_cross_entropy, tied_vocab_parallel_logits
 from megatron.model.transformer import TransformerBlock, rotary_embedding
-from megatron.parallel.cross_entropy import vocab_parallel_cross_entropy
 from megatron.parallel.layers import ColumnParallelLinear, VocabParallelEmbedding, init_master_weight, normal_init
-from megatron.parallel.mappings import copy_to_tensor_model_parallel_region
 from megatron.parallel.random import RNGStatesTracker, derive_seed
 from megatron.parallel.state import ParallelState
 from megatron.parallel.utils import ensure_divisibility
 
 __all__ = ["GPTModel", "check_tensor_parallel_divisibility"]
-
-
-def _full_vocab_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token fp32 cross entropy over the whole vocabulary (TP=1): compiled, it fuses the fp32 upcast,
-    log-softmax and gather into a few passes over the ``[b, s, V]`` logits instead of one kernel per step."""
-    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none")
-    return loss.view_as(labels)
 
 
 def check_tensor_parallel_divisibility(config: TransformerConfig, vocab_size: int, tp_size: int) -> None:
@@ -79,8 +71,7 @@ class GPTModel(nn.Module):
             )
         else:
             self.output_layer = None
-        compile_loss = config.torch_compile and parallel_state.tp_size == 1
-        self._compiled_loss = torch.compile(_full_vocab_cross_entropy) if compile_loss else None
+        self._compiled_loss = build_compiled_loss(config, parallel_state)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -126,13 +117,10 @@ class GPTModel(nn.Module):
         logits = self._logits(hidden.transpose(0, 1).contiguous())  # [b, s, V/tp]
         if labels is None:
             return logits
-        if self._compiled_loss is not None:
-            return self._compiled_loss(logits, labels)  # [b, s] fp32
-        return vocab_parallel_cross_entropy(logits, labels, self.parallel_state.tp_group)  # [b, s] fp32
+        return per_token_cross_entropy(logits, labels, self.parallel_state.tp_group, self._compiled_loss)  # [b, s]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[b, s, h] -> [b, s, V/tp]`` through the output layer or the tied word embedding."""
         if self.output_layer is not None:
             return self.output_layer(hidden)
-        hidden = copy_to_tensor_model_parallel_region(hidden, self.parallel_state.tp_group)
-        return torch.nn.functional.linear(hidden, self.word_embeddings.weight)
+        return tied_vocab_parallel_logits(hidden, self.word_embeddings.weight, self.parallel_state.tp_group)

@@ -8,57 +8,34 @@ megatron-core's ``megatron`` namespace collides with ours, so it runs in a subpr
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
+from mcore_utils import LAYER_RENAMES, rename, requires_mcore, run_mcore_script
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel
 from megatron.parallel.state import ParallelState
 
-REPO = Path(__file__).resolve().parents[2]
-MCORE = REPO / ".venv" / "mcore"
 VOCAB, BATCH, SEQ = 128, 2, 16
 
-pytestmark = pytest.mark.skipif(
-    not (MCORE / "megatron" / "core").is_dir(),
-    reason=f"megatron-core side install not found at {MCORE.relative_to(REPO)} (see scripts/install.sh)",
-)
+pytestmark = requires_mcore
 
-# Our parameter names -> megatron-core's (local spec). The fused QKV row layout is the same: per head [q; k; v].
+# Our parameter names -> megatron-core's (local spec).
 RENAMES = [
     (r"^word_embeddings\.", "embedding.word_embeddings."),
     (r"^position_embeddings\.", "embedding.position_embeddings."),
-    (r"\.self_attention\.query_key_value\.", ".self_attention.linear_qkv."),
-    (r"\.self_attention\.dense\.", ".self_attention.linear_proj."),
-    (r"\.post_attention_layernorm\.", ".pre_mlp_layernorm."),
-    (r"\.mlp\.dense_h_to_4h\.", ".mlp.linear_fc1."),
-    (r"\.mlp\.dense_4h_to_h\.", ".mlp.linear_fc2."),
+    *LAYER_RENAMES,
 ]
 
 MCORE_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys, warnings
-    warnings.simplefilter("ignore")
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel.random import initialize_rng_tracker
     from megatron.core.transformer.transformer_config import TransformerConfig
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    dist.init_process_group("gloo", init_method="file://" + os.path.abspath("store"), rank=0, world_size=1)
-    parallel_state.initialize_model_parallel(1, 1)
-    initialize_rng_tracker(inference_rng_tracker=True)  # CPU-only torch: no CUDA RNG states to fork
-    # Its attention scratch buffer and RoPE frequencies are placed on torch.cuda.current_device(); point it at the CPU.
-    torch.cuda.current_device = lambda: "cpu"
     params = []
     for case in sys.argv[1:]:
         blob = torch.load(case + ".in.pt", weights_only=True)
@@ -90,12 +67,6 @@ MCORE_SCRIPT = textwrap.dedent(
 )
 
 
-def _to_mcore_name(name: str) -> str:
-    for pattern, repl in RENAMES:
-        name = re.sub(pattern, repl, name)
-    return name
-
-
 CASES = {
     "learned-tied-bias": {},
     "rope-untied-nobias": dict(position_embedding_type="rope", rotary_percent=0.5,
@@ -113,7 +84,7 @@ def _write_case(prefix: Path, overrides: dict) -> tuple[GPTModel, torch.Tensor, 
                 ffn=cfg.ffn_hidden_size, kv=cfg.kv_channels, eps=cfg.layernorm_epsilon, bias=cfg.add_bias_linear,
                 vocab=VOCAB, max_pos=cfg.max_position_embeddings, pe=cfg.position_embedding_type,
                 rotary_percent=cfg.rotary_percent, untie=cfg.untie_embeddings_and_output_weights)
-    weights = {_to_mcore_name(k): v for k, v in model.state_dict().items()}
+    weights = {rename(k, RENAMES): v for k, v in model.state_dict().items()}
     torch.save({"weights": weights, "tokens": tokens, "position_ids": position_ids, "spec": spec},
                str(prefix) + ".in.pt")
     return model, tokens, position_ids
@@ -126,11 +97,8 @@ def test_logits_match_megatron_core(tmp_path):
     MLP, attention scaling, RoPE and the output layer agree."""
     prefixes = [tmp_path / name for name in CASES]
     ours = [_write_case(prefix, overrides) for prefix, overrides in zip(prefixes, CASES.values())]
-    env = {**os.environ, "PYTHONPATH": str(MCORE)}
-    proc = subprocess.run([sys.executable, "-c", MCORE_SCRIPT, *map(str, prefixes)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    their_params = json.loads(proc.stdout.strip().splitlines()[-1])["params"]
+    stdout = run_mcore_script(MCORE_SCRIPT, list(map(str, prefixes)), tmp_path)
+    their_params = json.loads(stdout.strip().splitlines()[-1])["params"]
     for prefix, (model, tokens, position_ids), n_params in zip(prefixes, ours, their_params):
         theirs = torch.load(str(prefix) + ".out.pt", weights_only=True)["logits"]
         with torch.no_grad():
