@@ -6,6 +6,7 @@ survive; help text = the field docstring) and back into dataclass instances. No 
 
 Field metadata understood here (``dataclasses.field(metadata=...)``):
   * ``aliases``: extra flag spellings, e.g. ``["--deepspeed_config"]``.
+  * ``negative_aliases``: (booleans) extra spellings that set the field False, e.g. ``["--bert-no-binary-head"]``.
   * ``nargs``: forwarded to argparse (lists default to ``"+"``).
   * ``cli``: ``False`` keeps the field off the command line (derived fields).
 """
@@ -104,7 +105,7 @@ def add_dataclass_arguments(
     """Add one flag per field of dataclass ``cls`` to ``parser`` (in an argument group named ``title``).
 
     Booleans defaulting to False become ``store_true`` flags; booleans defaulting to True get a ``--no-...``
-    negation as well (both spellings set the same field). Lists take ``nargs="+"``.
+    negation as well (both spellings set the same field), plus any ``negative_aliases``. Lists take ``nargs="+"``.
     """
     group = parser.add_argument_group(title or cls.__name__)
     docs = field_docs(cls)
@@ -118,10 +119,11 @@ def add_dataclass_arguments(
         default = argparse.SUPPRESS  # absent flags keep the dataclass default
         if tp is bool:
             group.add_argument(*flags, dest=f.name, action="store_true", default=default, help=help_text)
-            if f.default is True:
+            negatives = (["--no-" + f.name.replace("_", "-")] if f.default is True else [])
+            negatives += f.metadata.get("negative_aliases", [])
+            if negatives:
                 group.add_argument(
-                    "--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=default,
-                    help=f"Disable {flag_name(f.name)}.",
+                    *negatives, dest=f.name, action="store_false", default=default, help=f"Disable {flag_name(f.name)}."
                 )
             continue
         origin = get_origin(tp)

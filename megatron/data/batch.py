@@ -1,4 +1,5 @@
-"""Collate GPT samples into a training batch: inputs, labels, loss mask, position ids, optional attention mask.
+"""Collate samples into training batches: GPT (inputs, labels, loss mask, position ids, optional attention mask)
+and BERT (``build_bert_batch``: the dataset's arrays stacked).
 
 ``build_gpt_batch`` follows Megatron's ``get_ltor_masks_and_position_ids`` (``--eod-mask-loss``,
 ``--reset-position-ids``, ``--reset-attention-mask``) but is vectorised over the batch: the start of each
@@ -15,7 +16,7 @@ import torch
 
 from megatron.data.config import DataConfig
 
-__all__ = ["build_gpt_batch", "segment_starts"]
+__all__ = ["build_bert_batch", "build_gpt_batch", "segment_starts"]
 
 
 def segment_starts(tokens: torch.Tensor, eod_token: int) -> torch.Tensor:
@@ -71,4 +72,33 @@ def build_gpt_batch(
         "attention_mask": attention_mask,
         "dataset_id": torch.tensor([int(x["dataset_id"]) for x in samples], dtype=torch.int64),
         "dataset_sample_index": torch.tensor([int(x["dataset_sample_index"]) for x in samples], dtype=torch.int64),
+    }
+
+
+def build_bert_batch(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack BERT samples (``BertDataset`` items) into a batch.
+
+    Returns:
+        ``tokens``, ``types``, ``labels`` (-1 where not predicted), ``padding_mask`` (1 = real token) [b, s]
+        int64; ``loss_mask`` [b, s] float32 (1 where predicted); ``is_random``, ``dataset_id`` and
+        ``dataset_sample_index`` [b] int64.
+    """
+    if not samples:
+        raise ValueError("build_bert_batch needs at least one sample")
+
+    def stack(key: str, dtype: Any) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.asarray(x[key], dtype=dtype) for x in samples]))
+
+    def column(key: str) -> torch.Tensor:
+        return torch.tensor([int(x[key]) for x in samples], dtype=torch.int64)
+
+    return {
+        "tokens": stack("tokens", np.int64),
+        "types": stack("types", np.int64),
+        "labels": stack("labels", np.int64),
+        "loss_mask": stack("loss_mask", np.float32),
+        "padding_mask": stack("padding_mask", np.int64),
+        "is_random": column("is_random"),
+        "dataset_id": column("dataset_id"),
+        "dataset_sample_index": column("dataset_sample_index"),
     }

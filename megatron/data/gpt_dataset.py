@@ -2,7 +2,7 @@
 
 ``GPTDataset`` serves the samples of one split in shuffled order from cached document/sample/shuffle indices
 (``gpt_indices``, megatron-core semantics); ``build_gpt_datasets`` turns a ``DataConfig`` into the train, valid
-and test datasets, blending several files with ``BlendedDataset`` when weights are given.
+and test datasets through the shared ``builder`` (which blends several files with ``BlendedDataset``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from megatron.data.blending import BlendedDataset, blend_sample_counts, normalize_weights
-from megatron.data.config import Blend, DataConfig
-from megatron.data.gpt_indices import Split, build_gpt_indices, split_document_ranges
+from megatron.data.blending import BlendedDataset
+from megatron.data.builder import build_datasets
+from megatron.data.config import DataConfig
+from megatron.data.gpt_indices import Split, build_gpt_indices
 from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
-from megatron.data.indexed_dataset import IndexedDataset
 from megatron.logging import get_logger, log_rank0
 
 __all__ = ["GPTDataset", "GPTIndexParams", "MockIndexedDataset", "build_gpt_datasets", "tokenizer_identity"]
@@ -213,110 +213,25 @@ def build_gpt_datasets(
     Returns:
         ``GPTDataset`` for a single prefix, ``BlendedDataset`` (``.datasets``, ``.weights``) for a weighted blend.
     """
-    if len(train_valid_test_num_samples) != 3 or any(n < 0 for n in train_valid_test_num_samples):
-        raise ValueError(f"train_valid_test_num_samples must be 3 counts >= 0, got {train_valid_test_num_samples}")
-    builder = _Builder(cfg, tokenizer, seed)
-    return tuple(builder.split(split, int(n)) for split, n in zip(Split, train_valid_test_num_samples))  # type: ignore
+    return build_datasets(cfg, _GPTFactory(cfg, tokenizer, seed), train_valid_test_num_samples)
 
 
-class _Builder:
-    """Opens each file once and builds the datasets of each split."""
+class _GPTFactory:
+    """GPT datasets for the shared builder: ``split`` divides sequences (documents of a document-level file)."""
 
     def __init__(self, cfg: DataConfig, tokenizer: Any, seed: int) -> None:
-        self.cfg, self.seed, self.tokenizer_id = cfg, seed, tokenizer_identity(tokenizer)
-        self.tokenizer = tokenizer
-        self._files: dict[str, Any] = {}
-        if not cfg.mock_data and cfg.data_path is None and not any(
-            (cfg.train_data_path, cfg.valid_data_path, cfg.test_data_path)
-        ):
-            raise ValueError("no data: set data_path, train_data_path/valid_data_path/test_data_path or mock_data")
+        self.cfg, self.tokenizer, self.seed, self.tokenizer_id = cfg, tokenizer, seed, tokenizer_identity(tokenizer)
 
-    def open(self, prefix: str) -> Any:
-        if prefix not in self._files:
-            self._files[prefix] = IndexedDataset(prefix)
-        return self._files[prefix]
+    def num_elements(self, data: Any) -> int:
+        return len(data.sequence_lengths)
 
-    def cache_dir(self, prefix: str) -> Optional[str]:
-        if self.cfg.data_cache_path is not None:
-            return self.cfg.data_cache_path
-        return os.path.join(os.path.dirname(os.path.abspath(prefix)), "cache")
+    def build(self, data: Any, split: Split, element_range: tuple[int, int], num_samples: int,
+              exact_num_epochs: Optional[int], cache_dir: Optional[str]) -> GPTDataset:
+        params = GPTIndexParams(data.path_prefix, split, element_range, num_samples, self.cfg.seq_length, self.seed,
+                                exact_num_epochs)
+        return GPTDataset(data, params, cache_dir=cache_dir, tokenizer_id=self.tokenizer_id)
 
-    def split(self, split: Split, num_samples: int) -> Optional[AnyGPTDataset]:
-        exact = self.cfg.train_data_exact_num_epochs if split is Split.train else None
-        if num_samples == 0 and exact is None:
-            return None
-        if self.cfg.mock_data:
-            return self._mock(split, num_samples, exact)
-        blend = self.cfg.blends()[split]
-        if blend is None:
-            return None
-        if blend.weights is None:
-            return self._single(blend.prefixes[0], split, num_samples, exact)
-        return self._blended(blend, split, num_samples, exact)
-
-    def _range(self, num_documents: int, split: Split) -> Optional[tuple[int, int]]:
-        if not self.cfg.uses_split:
-            return (0, num_documents)  # per-split blends are used whole
-        return split_document_ranges(num_documents, self.cfg.split_fractions)[split]
-
-    def _single(self, prefix: str, split: Split, num_samples: int, exact: Optional[int]) -> Optional[GPTDataset]:
-        data = self.open(prefix)
-        document_range = self._range(len(data.sequence_lengths), split)
-        if document_range is None:
-            return None
-        params = GPTIndexParams(prefix, split, document_range, num_samples, self.cfg.seq_length, self.seed, exact)
-        dataset = GPTDataset(data, params, cache_dir=self.cache_dir(prefix), tokenizer_id=self.tokenizer_id)
-        if exact is not None and num_samples > len(dataset):
-            logger.warning(
-                "%s: %d training samples requested but train_data_exact_num_epochs=%d gives %d",
-                prefix, num_samples, exact, len(dataset),
-            )
-        return dataset
-
-    def _blended(self, blend: Blend, split: Split, num_samples: int, exact: Optional[int]) -> Optional[BlendedDataset]:
-        weights = normalize_weights(blend.weights)
-        cache_dir = self.cfg.data_cache_path or self.cache_dir(blend.prefixes[0])
-        if exact is not None:
-            return self._exact_blend(blend, split, num_samples, exact, weights, cache_dir)
-        counts = blend_sample_counts(weights, num_samples)
-        datasets = [self._single(p, split, n, None) for p, n in zip(blend.prefixes, counts)]
-        if any(d is None for d in datasets):
-            return None
-        return BlendedDataset(datasets, weights, sum(counts), split.name, cache_dir=cache_dir)
-
-    def _exact_blend(self, blend: Blend, split: Split, num_samples: int, exact: int, weights: np.ndarray,
-                     cache_dir: str) -> Optional[BlendedDataset]:
-        """Exact epochs of a weighted blend: each component is its own prefix's exact-epoch dataset (so its
-        sample ids are the ones ``tools/analyze_data.py`` indexes), blended exhaustively (every sample once).
-
-        The weights are not used to order samples here (a weighted order would repeat or skip samples); they are
-        kept on ``.weights`` and the curriculum sampler draws each global batch across components by them.
-        A plain sampler reads the exhaustive order, i.e. the components in proportion to their sizes.
-        """
-        datasets = [self._single(p, split, 0, exact) for p in blend.prefixes]
-        if any(d is None for d in datasets):
-            return None
-        size = sum(len(d) for d in datasets)
-        logger.info(
-            "%s split: %d exact epoch(s) of a %d-dataset blend, %d samples (%s per component); the blend weights "
-            "%s apply through the curriculum sampler", split.name, exact, len(datasets), size,
-            [len(d) for d in datasets], [round(float(w), 4) for w in weights],
-        )
-        if num_samples > size:
-            logger.warning("%s: %d training samples requested but train_data_exact_num_epochs=%d gives %d",
-                           " + ".join(blend.prefixes), num_samples, exact, size)
-        return BlendedDataset(datasets, weights, size, split.name, cache_dir=cache_dir, exhaustive=True)
-
-    def _mock(self, split: Split, num_samples: int, exact: Optional[int]) -> Optional[GPTDataset]:
+    def open_mock(self) -> MockIndexedDataset:
         vocab_size = int(getattr(self.tokenizer, "vocab_size", 50257))
         eod = int(getattr(self.tokenizer, "eod", vocab_size - 1))
-        key = f"mock:{vocab_size}:{eod}"
-        if key not in self._files:
-            self._files[key] = MockIndexedDataset(vocab_size, eod)
-        data = self._files[key]
-        document_range = split_document_ranges(len(data.sequence_lengths), self.cfg.split_fractions)[split]
-        if document_range is None:
-            return None
-        params = GPTIndexParams(data.path_prefix, split, document_range, num_samples, self.cfg.seq_length,
-                                self.seed, exact)
-        return GPTDataset(data, params, cache_dir=None, tokenizer_id=self.tokenizer_id)
+        return MockIndexedDataset(vocab_size, eod)
