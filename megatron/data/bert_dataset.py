@@ -212,16 +212,21 @@ class BertDataset(torch.utils.data.Dataset):
 
     def _pack(self, masked: list[int], types: list[int], positions: list[int], labels: list[int], is_random: bool,
               truncated: bool, idx: int) -> dict[str, Any]:
-        """Pad to seq_length as megatron-core does (its quirks kept: types are padded with the pad id, and a
-        real token equal to the pad id counts as padding)."""
+        """Pad to seq_length as megatron-core does (its quirk kept: types are padded with the pad id).
+
+        ``padding_mask`` marks the real positions ``[0, len(masked))``. megatron-core derives it from
+        ``tokens != pad`` instead, so a real position whose random replacement happens to be the [PAD] id is
+        treated as padding (attention never looks at it); that is a bug, fixed here: it is the only field in which
+        our items differ from megatron-core's.
+        """
         s, pad = self.params.seq_length, self.pad_id
         assert len(masked) <= s, f"sample {idx} has {len(masked)} tokens > seq_length {s}"
         tokens = np.full(s, pad, dtype=np.int64)
         tokens[: len(masked)] = masked
         token_types = np.full(s, pad, dtype=np.int64)
         token_types[: len(types)] = types
-        padding_mask = np.ones(s, dtype=np.int64)
-        padding_mask[tokens == pad] = pad
+        padding_mask = np.zeros(s, dtype=np.int64)
+        padding_mask[: len(masked)] = 1
         label_ids = np.full(s, -1, dtype=np.int64)
         label_ids[positions] = labels
         loss_mask = np.zeros(s, dtype=np.int64)
