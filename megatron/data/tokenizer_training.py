@@ -1,7 +1,7 @@
 """Train tokenizer files from JSONL text: GPT-2-format byte-level BPE, BERT WordPiece, or SentencePiece.
 
 Each trainer writes the files ``build_tokenizer`` reads (``vocab.json`` + ``merges.txt``, ``vocab.txt``, or
-``<prefix>.model``), plus an HF ``tokenizer.json`` for the two HF-trained kinds, and returns the
+``<prefix>.model``), plus an HF ``tokenizer.json`` for GPT-2 BPE and WordPiece, and returns the
 ``TokenizerConfig`` that loads them. Files are staged in a temporary folder and moved into place one by one with
 ``os.replace``, so an interrupted run never leaves a complete-looking but truncated file.
 """
@@ -48,7 +48,7 @@ class TokenizerTrainingConfig:
     output_dir: str = ""
     """Folder that receives the tokenizer files (created if missing)."""
     min_frequency: int = 2
-    """gpt2bpe/wordpiece: a merge must occur at least this often."""
+    """gpt2bpe: a merge must occur at least this often."""
     lowercase: bool = True
     """wordpiece: lower-case and strip accents (load as BertWordPieceLowerCase; --no-lowercase: BertWordPieceCase)."""
     sentencepiece_model_type: SentencePieceModelType = "bpe"
@@ -103,26 +103,69 @@ def _train_gpt2bpe(cfg: TokenizerTrainingConfig, stage: str) -> list[str]:
     return ["vocab.json", "merges.txt", "tokenizer.json"]
 
 
+def _bert_words(cfg: TokenizerTrainingConfig) -> tuple[list[str], set[str]]:
+    """The corpus as BERT's normalizer and pre-tokenizer see it: one line of space-separated words per input line
+    (punctuation split off, lower-cased and accent-stripped with ``lowercase``), and its characters."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=cfg.lowercase,
+                                      lowercase=cfg.lowercase)
+    pre = pre_tokenizers.BertPreTokenizer()
+    lines, chars = [], set()
+    for line in _chunk_lines(_texts(cfg)):
+        words = [w for w, _ in pre.pre_tokenize_str(norm.normalize_str(line))]
+        if words:
+            chars.update(*words)
+            lines.append(" ".join(words))
+    return lines, chars
+
+
 def _train_wordpiece(cfg: TokenizerTrainingConfig, stage: str) -> list[str]:
+    """WordPiece vocabulary = BPE over BERT-pre-tokenized words, with ``##`` marking word-internal pieces.
+
+    HF's WordPiece trainer does exactly that but breaks ties between equally frequent pairs by ids it assigns in
+    hash-map order, so the learned token *set* changes from run to run. SentencePiece's BPE trainer is
+    deterministic: it learns the merges over the same words (spaces mark word starts, ``▁``), and each piece maps
+    back to WordPiece (``▁ab`` -> ``ab``, ``ab`` -> ``##ab``). Every character is kept in both forms so no word
+    becomes [UNK]; the file lists special tokens, then pieces by length, then alphabetically.
+    """
+    import sentencepiece as spm
     from tokenizers import BertWordPieceTokenizer
 
-    trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, lowercase=cfg.lowercase)
-    trainer.train_from_iterator(
-        _texts(cfg), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-        special_tokens=list(REQUIRED_BERT_TOKENS), show_progress=False,
-    )
-    # HF's trainer numbers its "##" alphabet in hash-map order, so ids (not the token set) change from run to run.
-    # WordPiece encoding is longest-match and ignores ids, so renumbering in a canonical order keeps the
-    # tokenizer and makes the files reproducible: special tokens, then by piece length, then alphabetically.
-    learned = [t for t in trainer.get_vocab() if t not in REQUIRED_BERT_TOKENS]
-    learned.sort(key=lambda t: (len(t.removeprefix("##")), t.startswith("##"), t))
-    ordered = [*REQUIRED_BERT_TOKENS, *learned]
+    lines, chars = _bert_words(cfg)
+    alphabet = sorted(chars) + sorted("##" + c for c in chars)
+    budget = cfg.vocab_size - len(REQUIRED_BERT_TOKENS) - len(alphabet)
+    if budget < 0:
+        raise ValueError(f"vocab_size ({cfg.vocab_size}) cannot hold the {len(REQUIRED_BERT_TOKENS)} special tokens "
+                         f"and the corpus' {len(chars)} characters in both forms ({len(alphabet)}); raise --vocab-size")
+    learned: list[str] = []
+    if budget and lines:
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
+            vocab_size=min(cfg.vocab_size, 1_000_000), hard_vocab_limit=False, character_coverage=1.0,
+            normalization_rule_name="identity", split_digits=False, num_threads=cfg.num_threads,
+            max_sentence_length=4 * _SP_CHUNK_BYTES, minloglevel=2,
+        )
+        sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+        seen = set(alphabet)
+        for i in range(sp.get_piece_size()):  # merge order: the most useful pieces first
+            if sp.is_control(i) or sp.is_unknown(i):
+                continue
+            piece = sp.id_to_piece(i)
+            token = piece[1:] if piece.startswith("\u2581") else "##" + piece
+            if token in ("", "##") or token in seen:
+                continue
+            seen.add(token)
+            learned.append(token)
+            if len(learned) == budget:
+                break
+    ordered = [*REQUIRED_BERT_TOKENS, *sorted(alphabet + learned,
+                                              key=lambda t: (len(t.removeprefix("##")), t.startswith("##"), t))]
     with open(os.path.join(stage, "vocab.txt"), "w", encoding="utf-8", newline="\n") as f:
         f.write("".join(t + "\n" for t in ordered))
-    final = BertWordPieceTokenizer(
-        vocab={t: i for i, t in enumerate(ordered)}, clean_text=True, handle_chinese_chars=True,
-        lowercase=cfg.lowercase,
-    )
+    final = BertWordPieceTokenizer(vocab={t: i for i, t in enumerate(ordered)}, clean_text=True,
+                                   handle_chinese_chars=True, lowercase=cfg.lowercase)
     final.save(os.path.join(stage, "tokenizer.json"))
     return ["vocab.txt", "tokenizer.json"]
 
