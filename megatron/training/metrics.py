@@ -175,9 +175,12 @@ class MetricsWriter:
         ppl = math.exp(min(20.0, loss))
         prefix = "val" if split == "valid" else "test"
         name = "validation" if split == "valid" else "test"
-        parts = "".join(f" {k}: {v:.6E} |" for k, v in (extra or {}).items()) if len(extra or {}) > 1 else ""
-        logger.info("%s loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E |%s", name, iteration, loss, ppl,
-                    parts)
+        if len(extra or {}) > 1:  # a sum of losses (BERT: masked LM + next sentence): no single perplexity
+            parts = "".join(f" {k}: {v:.6E} |" for k, v in extra.items())
+            logger.info("%s loss at iteration %d | total loss value: %.6E |%s", name, iteration, loss, parts)
+        else:
+            logger.info("%s loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E |", name, iteration, loss,
+                        ppl)
         record = {"iteration": iteration, f"{prefix}_loss": loss, f"{prefix}_ppl": ppl, **(extra or {})}
         if self._tb is not None:
             self._tb.add_scalar(f"{prefix}/loss", loss, iteration)

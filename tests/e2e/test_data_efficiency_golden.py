@@ -1,6 +1,6 @@
 """Golden loss curves of the data efficiency recipes: curriculum learning, random-LTD and both, on CPU.
 
-Same setting as ``test_gpt_golden.py`` (debug GPT, tiny KJV corpus, dropout on, ``pretrain_gpt.py``) plus a
+Same setting as ``test_pretrain_golden.py`` (debug GPT, tiny KJV corpus, dropout on, ``pretrain_gpt.py``) plus a
 vocab-rarity analysis by ``tools/analyze_data.py`` and a DeepSpeed JSON config. Any change to the curriculum
 sampler, seqlen truncation, random-LTD token choice or token accounting moves these numbers; an intended change
 regenerates them with the same switch as the baseline:
@@ -27,7 +27,7 @@ from training.test_data_efficiency import (  # noqa: F401 - fixture
     vocab_rarity_metric,
 )
 
-ATOL = 1e-3  # as test_gpt_golden.py: cross-CPU fp32 reordering ~1e-5, a real change > 1e-2
+ATOL = 1e-3  # as test_pretrain_golden.py: cross-CPU fp32 reordering ~1e-5, a real change > 1e-2
 FLAGS = dict(train_iters=12, eval_interval=6, eval_iters=2)
 
 # Recipes: name -> (curriculum metrics?, random-LTD layers); schedules end at step 8 of 12.

@@ -49,6 +49,36 @@ def build_tiny_corpus(root: Path) -> dict[str, str]:
     return {"data_path": str(root / "kjv_text_document"), "vocab_file": str(vocab), "merge_file": str(merges)}
 
 
+def build_tiny_bert_corpus(root: Path) -> dict[str, str]:
+    """The same 40 chapters with a 1,024-token lower-case WordPiece vocabulary, split into sentences (BERT's
+    input); returns the data prefix and the vocab file."""
+    root.mkdir(parents=True, exist_ok=True)
+    corpus = write_jsonl(root / "corpus.jsonl", kjv_chapters(40))
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_tokenizer.py"), "--input", str(corpus), "--type", "wordpiece",
+         "--lowercase", "--vocab-size", "1024", "--output-dir", str(root / "tok")],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    vocab = root / "tok" / "vocab.txt"
+    preprocess_data(["--input", corpus, "--output-prefix", root / "kjv", "--split-sentences", "--workers", "1",
+                     "--tokenizer-type", "BertWordPieceLowerCase", "--vocab-file", vocab])
+    return {"data_path": str(root / "kjv_text_sentence"), "vocab_file": str(vocab)}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_corpus(tmp_path_factory) -> dict[str, str]:
+    """Session-wide sentence-split corpus for BERT (read-only): ``{"data_path", "vocab_file"}``."""
+    return build_tiny_bert_corpus(tmp_path_factory.mktemp("tiny_bert_corpus"))
+
+
+def bert_args(corpus: dict[str, str], **flags) -> list[str]:
+    """Flags of a small, fast ``pretrain_bert.py`` run on ``corpus`` (debug flavor, sequence 64, 2 x 2
+    micro-batches); ``flags`` override as in :func:`gpt_args`."""
+    base = {"tokenizer_type": "BertWordPieceLowerCase", "merge_file": None, "seq_length": 64, "lr": 5e-4,
+            "lr_decay_style": "linear", **flags}
+    return gpt_args(corpus, **base)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> dict[str, str]:
     """Session-wide tiny corpus (read-only): ``{"data_path", "vocab_file", "merge_file"}``."""
@@ -61,7 +91,7 @@ def gpt_args(corpus: dict[str, str], **flags) -> list[str]:
     base = {
         "model_flavor": "debug", "seq_length": 32, "micro_batch_size": 2, "global_batch_size": 4,
         "train_iters": 20, "lr": 1e-3, "min_lr": 1e-4, "lr_decay_style": "cosine", "lr_warmup_iters": 3,
-        "data_path": corpus["data_path"], "vocab_file": corpus["vocab_file"], "merge_file": corpus["merge_file"],
+        "data_path": corpus["data_path"], "vocab_file": corpus["vocab_file"], "merge_file": corpus.get("merge_file"),
         "split": "90,8,2", "eval_interval": 10, "eval_iters": 2, "log_interval": 1, "seed": 1234,
     }
     base.update(flags)

@@ -1,26 +1,37 @@
-"""Golden loss curves: the ``debug`` GPT trains a few steps on CPU and must reproduce committed losses.
+"""Golden loss curves: the ``debug`` GPT and BERT train a few steps on CPU and must reproduce committed losses.
 
-The corpus is the training fixture's tiny KJV corpus (512-token BPE trained and applied by the real tools), the run
-goes through ``pretrain_gpt.py`` with dropout on. Any change to initialization, data order, loss, optimizer or LR
+The corpora are the training fixtures' tiny KJV corpora (a 512-token BPE for GPT, a 1,024-token WordPiece and
+sentence splitting for BERT, trained and applied by the real tools); the runs go through ``pretrain_gpt.py`` and
+``pretrain_bert.py`` with dropout on. Any change to initialization, data order, masking, loss, optimizer or LR
 schedule moves these numbers; an intended change regenerates them:
 
-    MEGATRON_DE_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/e2e/test_gpt_golden.py
+    MEGATRON_DE_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/e2e/test_pretrain_golden.py
 
 which rewrites ``tests/e2e/golden/*.json`` (review the diff and say why in the commit).
 """
 
 from __future__ import annotations
 
-
 import pytest
 
 from golden_files import load_golden
-from training.conftest import gpt_args, load_entry_script, tiny_corpus  # noqa: F401 - fixture
+from training.conftest import (  # noqa: F401 - fixtures
+    bert_args,
+    gpt_args,
+    load_entry_script,
+    tiny_bert_corpus,
+    tiny_corpus,
+)
 
-
-# Recipes: name -> flags on top of training.conftest.gpt_args (debug flavor, seq 32, 2 x 2 micro-batches).
+# Recipes: name -> flags on top of training.conftest.gpt_args / bert_args (debug flavor, 2 x 2 micro-batches).
 RECIPES = {
     "gpt_debug_baseline": dict(train_iters=24, eval_interval=12, eval_iters=2),
+    "bert_debug_baseline": dict(train_iters=24, eval_interval=12, eval_iters=2),
+}
+# The model family of a recipe: entry script, flag builder and corpus fixture.
+FAMILIES = {
+    "gpt": ("pretrain_gpt.py", gpt_args, "tiny_corpus"),
+    "bert": ("pretrain_bert.py", bert_args, "tiny_bert_corpus"),
 }
 
 # The same code and seed give bit-identical losses on one machine; across CPUs (vector width, BLAS blocking) fp32
@@ -29,12 +40,12 @@ RECIPES = {
 ATOL = 1e-3
 
 
-
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_golden_losses(name, tiny_corpus, tmp_path):  # noqa: F811 - pytest fixture
+def test_golden_losses(name, request):
     """Per-iteration training losses and the validation losses match the committed golden curve."""
     flags = RECIPES[name]
-    result = load_entry_script().main(gpt_args(tiny_corpus, **flags))
+    script, build_args, corpus = FAMILIES[name.split("_")[0]]
+    result = load_entry_script(script).main(build_args(request.getfixturevalue(corpus), **flags))
     got = {
         "recipe": {k: v for k, v in flags.items()},
         "train_losses": [result.train_losses[i] for i in sorted(result.train_losses)],
