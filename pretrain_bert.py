@@ -5,6 +5,8 @@ tokenizer). Each sample is ``[CLS] A [SEP] B [SEP]`` with about ``--mask-prob`` 
 binary head (default; ``--bert-no-binary-head`` turns it off) B is a random segment half of the time and the model
 also predicts that. Launch with ``python pretrain_bert.py ...`` or ``torchrun --nproc-per-node N pretrain_bert.py``;
 every flag comes from the rooms' config dataclasses (``--help``). ``examples/pretrain_bert_cpu.sh`` is a recipe.
+``--deepspeed_config FILE --random-ltd`` turns on random-LTD (``model_type: "encoder"``: kept tokens per sample, the
+padding mask gathered at them).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from megatron.data.bert_dataset import BertDataConfig, build_bert_datasets
 from megatron.model.bert import BertModel
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
+from megatron.training.data_efficiency import DATA_EFFICIENCY_SECTION, build_data_efficiency_extensions
 from megatron.training.loop import TrainResult
 from megatron.training.pretrain import pretrain
 
-BERT_SECTION: dict[str, type] = {"bert": BertDataConfig}
+BERT_SECTION: dict[str, type] = {"bert": BertDataConfig, **DATA_EFFICIENCY_SECTION}
 """``extra_sections`` for ``PretrainConfig.from_args``: ``--mask-prob``, ``--short-seq-prob``,
-``--bert-no-binary-head`` land in ``cfg.extras["bert"]``."""
+``--bert-no-binary-head`` land in ``cfg.extras["bert"]``; the data-efficiency flags in
+``cfg.extras["data_efficiency"]``."""
 
 
 def model_provider(cfg: PretrainConfig, pstate: ParallelState, vocab_size: int) -> nn.Module:
@@ -69,10 +73,16 @@ def check_bert_config(cfg: PretrainConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> TrainResult:
-    """Parse flags, then train; returns the run's counters and losses."""
+    """Parse flags, then train; returns the run's counters and losses.
+
+    The data-efficiency config (``--deepspeed_config``) is checked against a BERT model here, before any process
+    group exists: random-LTD must be ``model_type: "encoder"``.
+    """
     cfg = PretrainConfig.from_args(argv, extra_sections=BERT_SECTION)
     check_bert_config(cfg)
-    return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn)
+    extensions = build_data_efficiency_extensions(cfg, "bert")
+    return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn,
+                    extensions=extensions)
 
 
 if __name__ == "__main__":

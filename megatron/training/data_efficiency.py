@@ -9,7 +9,7 @@ truncation/reshape) and :class:`RandomLTDExtension` (wrapped layers + layer-toke
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from torch import nn
 
@@ -26,6 +26,7 @@ from megatron.training.loop import Batch, TrainerExtension
 
 __all__ = [
     "DATA_EFFICIENCY_SECTION",
+    "ModelFamily",
     "CurriculumExtension",
     "RandomLTDExtension",
     "check_data_efficiency",
@@ -36,6 +37,13 @@ logger = get_logger(__name__)
 
 DATA_EFFICIENCY_SECTION: dict[str, type] = {"data_efficiency": DataEfficiencyArgs}
 """``extra_sections`` for ``PretrainConfig.from_args``: the data-efficiency flags land in ``cfg.extras``."""
+
+ModelFamily = Literal["gpt", "bert"]
+"""Which entry script builds the extensions: it fixes the random-LTD ``model_type`` the layers need."""
+
+_LTD_MODEL_TYPE: dict[str, str] = {"gpt": "decoder", "bert": "encoder"}
+"""GPT layers attend causally (mask sliced top-left); BERT layers bidirectionally with a padding mask gathered by
+the kept rows and columns (DeepSpeed's ``model_type`` of the Megatron-DeepSpeed GPT / BERT recipes)."""
 
 _CL_KEY = "data_efficiency.data_sampling.curriculum_learning.curriculum_metrics"
 _LTD_KEY = "data_efficiency.data_routing.random_ltd"
@@ -227,7 +235,7 @@ def _check_legacy(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
                          f"({cfg.data.seq_length}); lower it to at most the sequence length")
 
 
-def _check_random_ltd(cfg: PretrainConfig, ltd: RandomLTDConfig) -> None:
+def _check_random_ltd(cfg: PretrainConfig, ltd: RandomLTDConfig, family: ModelFamily) -> None:
     num_layers = cfg.model.num_layers
     if ltd.total_layer_num != num_layers:
         raise ValueError(f"{_LTD_KEY}.total_layer_num ({ltd.total_layer_num}) must equal --num-layers "
@@ -236,10 +244,14 @@ def _check_random_ltd(cfg: PretrainConfig, ltd: RandomLTDConfig) -> None:
     if bad:
         raise ValueError(f"{_LTD_KEY}.random_ltd_layer_id {bad} are not layers of a {num_layers}-layer model; use "
                          f"ids in [0, {num_layers})")
-    for key, want in (("model_type", "decoder"), ("hidden_state_order", "seq_batch_dim"),
-                      ("model_mask_name", "attention_mask")):
+    model_type = _LTD_MODEL_TYPE[family]
+    if ltd.model_type != model_type:
+        raise ValueError(f"{_LTD_KEY}.model_type is {ltd.model_type!r} but {family.upper()} layers need "
+                         f"{model_type!r}; set \"model_type\": \"{model_type}\"")
+    for key, want in (("hidden_state_order", "seq_batch_dim"), ("model_mask_name", "attention_mask")):
         if getattr(ltd, key) != want:
-            raise NotImplementedError(f"{_LTD_KEY}.{key} {getattr(ltd, key)!r}: GPT layers here need {want!r}")
+            raise NotImplementedError(f"{_LTD_KEY}.{key} {getattr(ltd, key)!r}: {family.upper()} layers here need "
+                                      f"{want!r}")
     max_value = ltd.random_ltd_schedule.max_value
     if max_value > cfg.data.seq_length:
         raise ValueError(f"{_LTD_KEY}.random_ltd_schedule.max_value ({max_value}) exceeds --seq-length "
@@ -249,23 +261,27 @@ def _check_random_ltd(cfg: PretrainConfig, ltd: RandomLTDConfig) -> None:
                                   "tokens cannot be dropped per sample; drop one of them")
 
 
-def check_data_efficiency(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
-    """Cross-room rules of the data-efficiency config against the model/data config; may set
+def check_data_efficiency(cfg: PretrainConfig, de: DataEfficiencyConfig, family: ModelFamily = "gpt") -> None:
+    """Cross-room rules of the data-efficiency config against the model/data config of a ``family`` model; may set
     ``cfg.data.train_data_exact_num_epochs = 1`` (required by curriculum learning).
 
     Raises:
         ValueError / NotImplementedError naming the JSON key or flag, the values and what to change.
     """
+    if family == "bert" and (de.curriculum_enabled or de.legacy_curriculum.enabled):
+        raise NotImplementedError("curriculum learning for BERT (data_efficiency.data_sampling.curriculum_learning / "
+                                  "curriculum_learning) is not built yet; drop it from the config, random-LTD works")
     if de.curriculum_enabled:
         _check_curriculum(cfg, de)
     if de.legacy_curriculum.enabled:
         _check_legacy(cfg, de)
     if de.random_ltd_enabled:
-        _check_random_ltd(cfg, de.data_routing.random_ltd)
+        _check_random_ltd(cfg, de.data_routing.random_ltd, family)
 
 
-def build_data_efficiency_extensions(cfg: PretrainConfig) -> list[TrainerExtension]:
-    """Read ``--deepspeed_config`` (if any), validate it against ``cfg`` and build the loop extensions.
+def build_data_efficiency_extensions(cfg: PretrainConfig, family: ModelFamily = "gpt") -> list[TrainerExtension]:
+    """Read ``--deepspeed_config`` (if any), validate it against ``cfg`` and a ``family`` model (``pretrain_gpt.py``:
+    "gpt", ``pretrain_bert.py``: "bert") and build the loop extensions.
 
     Order matters: curriculum first (it shortens the batch), random-LTD second (it counts the shortened length).
     Returns an empty list when no data-efficiency feature is on.
@@ -274,7 +290,7 @@ def build_data_efficiency_extensions(cfg: PretrainConfig) -> list[TrainerExtensi
     if args is None:
         return []
     de = args.load()
-    check_data_efficiency(cfg, de)
+    check_data_efficiency(cfg, de, family)
     extensions: list[TrainerExtension] = []
     if de.curriculum_enabled or de.legacy_curriculum.enabled:
         extensions.append(CurriculumExtension(de, cfg.data.seq_length))
