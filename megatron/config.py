@@ -115,7 +115,7 @@ def add_dataclass_arguments(
             continue
         tp, _optional = _unwrap_optional(hints[f.name])
         flags = [flag_name(f.name), *f.metadata.get("aliases", ())]
-        help_text = docs.get(f.name, "")
+        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse %-formats help strings
         default = argparse.SUPPRESS  # absent flags keep the dataclass default
         if tp is bool:
             group.add_argument(*flags, dest=f.name, action="store_true", default=default, help=help_text)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Offline curriculum-learning analysis of the GPT training split (thin CLI over the curriculum analyzer).
+"""Offline curriculum-learning analysis of the GPT or BERT training split (thin CLI over the curriculum analyzer).
 
 Builds the training dataset exactly as training will see it with ``--train-data-exact-num-epochs 1`` (same data,
-split, seed and seq-length flags as pretrain_gpt.py), so sample id = position in that dataset, and writes
-DeepSpeed-named index files under ``--save-path/{metric}/``. A blended training set is analyzed per component,
+split, seed and seq-length flags as pretrain_gpt.py, or with ``--dataset-type bert`` as pretrain_bert.py, including
+``--short-seq-prob``/``--bert-no-binary-head``), so sample id = position in that dataset, and writes
+DeepSpeed-named index files under ``--save-path/{metric}/``. BERT samples are analyzed unmasked (``--mask-prob`` is
+accepted and ignored: masking changes no sample's length or pairing) and their metrics count real tokens only:
+``seqlen`` is the number of non-pad tokens, ``vocab_rarity`` sums over them. A blended training set is analyzed per component,
 into ``--save-path/dataset{c}/{metric}/`` (list those paths, in blend order, in the curriculum config).
 
     .venv/bin/python tools/analyze_data.py --data-path data/kjv_text_document --split 949,50,1 --seq-length 1024 \
@@ -24,6 +27,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace, dataclass_to_dict  # noqa: E402
+from megatron.data.bert_dataset import BertDataConfig  # noqa: E402
 from megatron.data.config import DataConfig  # noqa: E402
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer  # noqa: E402
 from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, output_prefix  # noqa: E402
@@ -40,23 +44,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, AnalyzerOptions, title="analysis")
     add_dataclass_arguments(p, DataConfig, title="data", exclude=_DATA_EXCLUDE)
     add_dataclass_arguments(p, TokenizerConfig, title="tokenizer")
+    add_dataclass_arguments(p, BertDataConfig, title="bert (with --dataset-type bert)")
+    p.add_argument("--dataset-type", choices=("gpt", "bert"), default="gpt",
+                   help="Training dataset to analyze: pretrain_gpt.py's (default) or pretrain_bert.py's.")
     p.add_argument("--seed", type=int, default=1234, help="Random seed of the dataset indices (as in training).")
     p.add_argument("--no-progress", action="store_true", help="Disable the progress bars.")
     return p
 
 
-def build_train_components(data_cfg: DataConfig, tok_cfg: TokenizerConfig, seed: int):
+def build_train_components(data_cfg: DataConfig, tok_cfg: TokenizerConfig, seed: int,
+                           bert_cfg: BertDataConfig | None = None):
     """The training split built for exactly one epoch - its components for a weighted blend - and the tokenizer.
 
-    This is the dataset pretrain_gpt.py trains on under curriculum learning (the same builder with
-    ``train_data_exact_num_epochs=1``); a blend component is its prefix's own one-epoch dataset, so each
+    This is the dataset pretrain_gpt.py (``bert_cfg`` None) or pretrain_bert.py trains on under curriculum learning
+    (the same builder with ``train_data_exact_num_epochs=1``; BERT with masking off, which leaves each sample's
+    segments and length as in training); a blend component is its prefix's own one-epoch dataset, so each
     component's analysis is addressed by the component's sample ids.
     """
+    from megatron.data.bert_dataset import build_bert_datasets
     from megatron.data.gpt_dataset import build_gpt_datasets
 
     tokenizer = build_tokenizer(tok_cfg)
     cfg = dataclasses.replace(data_cfg, train_data_exact_num_epochs=1)
-    train, _, _ = build_gpt_datasets(cfg, tokenizer, (0, 0, 0), seed)
+    if bert_cfg is None:
+        train, _, _ = build_gpt_datasets(cfg, tokenizer, (0, 0, 0), seed)
+    else:
+        unmasked = dataclasses.replace(bert_cfg, mask_prob=0.0)
+        train, _, _ = build_bert_datasets(cfg, unmasked, tokenizer, (0, 0, 0), seed)
     if train is None:
         raise ValueError(f"{cfg.data_path or cfg.train_data_path}: the split {cfg.split!r} leaves no training "
                          "documents")
@@ -74,17 +88,22 @@ def main(argv: list[str] | None = None) -> None:
         opts = dataclass_from_namespace(AnalyzerOptions, ns)
         data_cfg = dataclass_from_namespace(DataConfig, ns)
         tok_cfg = dataclass_from_namespace(TokenizerConfig, ns)
-        components, tokenizer = build_train_components(data_cfg, tok_cfg, ns.seed)
+        bert_cfg = dataclass_from_namespace(BertDataConfig, ns) if ns.dataset_type == "bert" else None
+        components, tokenizer = build_train_components(data_cfg, tok_cfg, ns.seed, bert_cfg)
     except (ValueError, NotImplementedError) as e:
         parser.error(str(e))
-    identity = json.dumps({"data": dataclass_to_dict(data_cfg), "tokenizer": dataclass_to_dict(tok_cfg),
-                           "seed": ns.seed}, sort_keys=True, default=str)
+    identity_parts = {"data": dataclass_to_dict(data_cfg), "tokenizer": dataclass_to_dict(tok_cfg), "seed": ns.seed}
+    if bert_cfg is not None:  # GPT fingerprints stay as before, so existing GPT analyses remain valid
+        identity_parts["bert"] = dataclass_to_dict(dataclasses.replace(bert_cfg, mask_prob=0.0))
+    identity = json.dumps(identity_parts, sort_keys=True, default=str)
+    # GPT samples hold seq_length + 1 tokens (inputs and the last label); BERT samples seq_length, padded.
+    sample_length = data_cfg.seq_length + (1 if bert_cfg is None else 0)
     for c, dataset in enumerate(components):
         save = opts.save_path if len(components) == 1 else os.path.join(opts.save_path, f"dataset{c}")
         print(f"analyzing {len(dataset):,} samples{f' of blend component {c}' if len(components) > 1 else ''} "
               f"into {save}", file=sys.stderr)
         analyze(dataset, dataclasses.replace(opts, save_path=save), vocab_size=tokenizer.vocab_size, pad_id=None,
-                sample_length=data_cfg.seq_length + 1, fingerprint_extra=f"{identity}|component{c}",
+                sample_length=sample_length, fingerprint_extra=f"{identity}|component{c}",
                 progress=not ns.no_progress)
     if opts.task != "map":
         for metric in map(resolve_metric, opts.metrics):

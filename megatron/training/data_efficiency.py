@@ -3,7 +3,8 @@
 ``DATA_EFFICIENCY_SECTION`` registers ``--deepspeed_config/--data-efficiency-curriculum-learning/--random-ltd`` with
 ``PretrainConfig``; :func:`build_data_efficiency_extensions` reads the JSON, checks it against the model and data
 config (before any process group exists) and returns the :class:`CurriculumExtension` (curriculum sampler + seqlen
-truncation/reshape) and :class:`RandomLTDExtension` (wrapped layers + layer-token accounting) the loop runs.
+truncation/reshape; BERT: :class:`BertCurriculumExtension`, truncation or padding trim) and
+:class:`RandomLTDExtension` (wrapped layers + layer-token accounting) the loop runs.
 """
 
 from __future__ import annotations
@@ -11,23 +12,28 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Literal
 
+import torch
+import torch.distributed as dist
 from torch import nn
 
 from megatron.config import flag_name
 from megatron.data.indexed_dataset import get_bin_path, get_idx_path
 from megatron.data_efficiency.config import DataEfficiencyArgs, DataEfficiencyConfig, RandomLTDConfig
+from megatron.data_efficiency.curriculum.bert_seqlen import bert_truncate, longest_real_length, padded_length
 from megatron.data_efficiency.curriculum.sampler import CurriculumSampler, build_curriculum_sampler
 from megatron.data_efficiency.curriculum.truncation import SeqlenCurriculum
 from megatron.data_efficiency.routing.random_ltd import RandomLTDController, wrap_layers
 from megatron.data_efficiency.routing.scheduler import RandomLTDScheduler
 from megatron.logging import get_logger, log_rank0
 from megatron.training.config import PretrainConfig
+from megatron.training.initialize import current_device
 from megatron.training.loop import Batch, TrainerExtension
 
 __all__ = [
     "DATA_EFFICIENCY_SECTION",
     "ModelFamily",
     "CurriculumExtension",
+    "BertCurriculumExtension",
     "RandomLTDExtension",
     "check_data_efficiency",
     "build_data_efficiency_extensions",
@@ -127,6 +133,40 @@ class CurriculumExtension(TrainerExtension):
             self._pending = state["sampler"]
 
 
+class BertCurriculumExtension(CurriculumExtension):
+    """Curriculum learning for BERT (Megatron-DeepSpeed's ``pretrain_bert.py`` post-processing).
+
+    The curriculum sampler works as for GPT. Each micro-batch is then shortened - tokens, types, labels, loss mask
+    and padding mask alike - to the ``seqlen_truncate`` difficulty when that metric is configured, otherwise to its
+    longest real sample, maximum over the data-parallel group (so every DP rank of a micro-batch step has one
+    length), rounded up to a multiple of 8. The loop counts the tokens of the shortened batches.
+    """
+
+    def __init__(self, config: DataEfficiencyConfig, seq_length: int) -> None:
+        super().__init__(config, seq_length)
+        self.seq_length = seq_length
+        self._dp_group: Any = None
+        self._dp_size = 1
+
+    def wrap_model(self, model: nn.Module) -> None:
+        pstate = model.parallel_state  # BertModel's; only the DP group is needed (for the padding trim)
+        self._dp_group, self._dp_size = pstate.dp_group, pstate.dp_size
+
+    def _dp_max(self, value: int) -> int:
+        if self._dp_group is None or self._dp_size == 1:
+            return value
+        buf = torch.tensor([value], dtype=torch.int64, device=current_device())
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=self._dp_group)
+        return int(buf.item())
+
+    def process_batch(self, batch: Batch, iteration: int) -> Batch:
+        step, self._difficulties = self._batch_state(iteration)
+        if self.seqlen is not None:  # seqlen_truncate (reshape is refused for BERT by the config check)
+            return bert_truncate(batch, self.seqlen.seqlen(step))
+        real = self._dp_max(longest_real_length(batch["padding_mask"]))
+        return bert_truncate(batch, padded_length(real, self.seq_length))
+
+
 class RandomLTDExtension(TrainerExtension):
     """Random-LTD: wraps the configured layers and does the layer-token accounting once per optimizer step.
 
@@ -135,7 +175,9 @@ class RandomLTDExtension(TrainerExtension):
     which the loop accumulates separately and feeds to the token-based LR schedule and ``--train-tokens`` - what
     Megatron-DeepSpeed calls ``consumed_train_tokens``, so its recipes' token budgets mean the same here. The layer
     tokens themselves (``rows * (S (L - n) + min(r, S) n)``, with the actual, possibly curriculum-shortened S,
-    where DeepSpeed uses max_value) are checkpointed and logged as ``consumed_layer_tokens``.
+    where DeepSpeed uses max_value) are checkpointed and logged as ``consumed_layer_tokens``. Micro-batches of one
+    step may differ in length (BERT's padding trim: equal across DP ranks, not across micro-batches); each is
+    counted at its own length.
     """
 
     name = "random_ltd"
@@ -144,7 +186,7 @@ class RandomLTDExtension(TrainerExtension):
         self.schedule_config = config.to_schedule_config()
         self.model_type = config.model_type
         self.controller: RandomLTDController | None = None
-        self._seq: int | None = None  # sequence length of the current step's (post-processed) batches
+        self._seqs: list[int] = []  # lengths of the current step's (post-processed) micro-batches
         self._pending: dict | None = None
 
     def wrap_model(self, model: nn.Module) -> None:
@@ -162,25 +204,27 @@ class RandomLTDExtension(TrainerExtension):
     def on_step_begin(self, iteration: int) -> None:
         # DeepSpeed's scheduler step is engine.global_steps: optimizer steps already taken (0 for the first).
         self._ctl().set_step(iteration - 1)
-        self._seq = None
+        self._seqs = []
 
     def process_batch(self, batch: Batch, iteration: int) -> Batch:
-        s = int(batch["tokens"].shape[1])
-        assert self._seq in (None, s), f"micro-batches of one step have lengths {self._seq} and {s}"
-        self._seq = s
+        self._seqs.append(int(batch["tokens"].shape[1]))
         return batch
 
     def adjust_tokens(self, tokens: int, iteration: int) -> int:
-        s = self._seq
-        assert s is not None and tokens % s == 0, f"{tokens} tokens are not whole rows of length {s}"
-        rows = tokens // s  # global rows of this step (all DP ranks, all micro-batches)
-        self._ctl().consume(s, rows)
-        return self._ctl().effective_tokens(s, rows)
+        # Every micro-batch of a step has the same number of rows, and micro-batch k has the same length on every DP
+        # rank, so tokens = rows * sum of the lengths, rows = global rows of one micro-batch step (all DP ranks).
+        total = sum(self._seqs)
+        assert total and tokens % total == 0, f"{tokens} tokens are not whole rows of lengths {self._seqs}"
+        rows, ctl = tokens // total, self._ctl()
+        for s in self._seqs:
+            ctl.consume(s, rows)
+        return sum(ctl.effective_tokens(s, rows) for s in self._seqs)
 
     def metrics(self) -> dict[str, Any]:
-        """``ltd_kept_tokens`` (capped at the step's sequence length) and ``consumed_layer_tokens``."""
+        """``ltd_kept_tokens`` (capped at the step's longest sequence) and ``consumed_layer_tokens``."""
         ctl = self._ctl()
-        return {"ltd_kept_tokens": ctl.kept_for(self._seq), "consumed_layer_tokens": ctl.consumed_layer_tokens}
+        seq = max(self._seqs) if self._seqs else None
+        return {"ltd_kept_tokens": ctl.kept_for(seq), "consumed_layer_tokens": ctl.consumed_layer_tokens}
 
     def state_dict(self) -> dict | None:
         return self._ctl().state_dict() if self.controller is not None else self._pending
@@ -228,6 +272,15 @@ def _check_curriculum(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
     _check_analysis_files(de)
 
 
+def _check_bert_curriculum(de: DataEfficiencyConfig) -> None:
+    if de.legacy_curriculum.enabled:
+        raise NotImplementedError("the legacy top-level curriculum_learning seqlen warm-up is GPT's; for BERT use a "
+                                  f"seqlen_truncate metric under {_CL_KEY}")
+    if de.curriculum_enabled and de.data_sampling.curriculum_learning.seqlen_metric == "seqlen_reshape":
+        raise NotImplementedError(f"{_CL_KEY}.seqlen_reshape cuts GPT token streams into rows; BERT samples are "
+                                  "sentence pairs, use seqlen_truncate")
+
+
 def _check_legacy(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
     legacy = de.legacy_curriculum
     if legacy.max_difficulty > cfg.data.seq_length:
@@ -268,9 +321,8 @@ def check_data_efficiency(cfg: PretrainConfig, de: DataEfficiencyConfig, family:
     Raises:
         ValueError / NotImplementedError naming the JSON key or flag, the values and what to change.
     """
-    if family == "bert" and (de.curriculum_enabled or de.legacy_curriculum.enabled):
-        raise NotImplementedError("curriculum learning for BERT (data_efficiency.data_sampling.curriculum_learning / "
-                                  "curriculum_learning) is not built yet; drop it from the config, random-LTD works")
+    if family == "bert":
+        _check_bert_curriculum(de)
     if de.curriculum_enabled:
         _check_curriculum(cfg, de)
     if de.legacy_curriculum.enabled:
@@ -293,7 +345,8 @@ def build_data_efficiency_extensions(cfg: PretrainConfig, family: ModelFamily = 
     check_data_efficiency(cfg, de, family)
     extensions: list[TrainerExtension] = []
     if de.curriculum_enabled or de.legacy_curriculum.enabled:
-        extensions.append(CurriculumExtension(de, cfg.data.seq_length))
+        kind = BertCurriculumExtension if family == "bert" else CurriculumExtension
+        extensions.append(kind(de, cfg.data.seq_length))
     if de.random_ltd_enabled:
         extensions.append(RandomLTDExtension(de.data_routing.random_ltd))
     return extensions

@@ -4,10 +4,14 @@ Pins: the total loss is masked-LM + next-sentence and both are logged (train and
 ``--bert-no-binary-head`` trains the masked LM alone; a resumed run continues exactly; TP=2 trains like one process.
 Random-LTD (``model_type: "encoder"``): kept tokens and layer-token accounting follow the schedule, r = S is the
 plain run bitwise, resume mid-schedule is exact, TP=2 equals one process, a decoder block is refused.
+Curriculum learning: ``tools/analyze_data.py --dataset-type bert`` indexes the training samples by position (real
+tokens only); trained samples stay within the difficulty; batches are cut to the seqlen_truncate difficulty or
+trimmed to their longest real sample (rounded up to 8); CL + random-LTD resume exactly.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +19,19 @@ import numpy as np
 import pytest
 
 from training.conftest import REPO, bert_args, gpt_args, load_entry_script, read_metrics
-from training.test_data_efficiency import de_args, de_config
+from training.test_data_efficiency import de_args, de_config, seqlen_metric, vocab_rarity_metric
+from megatron.config import dataclass_from_namespace
+from megatron.data.bert_dataset import BertDataConfig
+from megatron.data.config import DataConfig
+from megatron.data.tokenizer import TokenizerConfig
 from megatron.data_efficiency.config import load_data_efficiency_config
+from megatron.data_efficiency.curriculum.analyzer import load_metric_value, output_prefix, read_flat
+from megatron.data_efficiency.curriculum.bert_seqlen import BERT_POSITION_KEYS
+from megatron.data_efficiency.curriculum.metrics import vocab_rarity_table
 from megatron.data_efficiency.routing.scheduler import kept_tokens_fixed_linear
 from megatron.training.checkpointing import read_tracker
 from megatron.training.config import PretrainConfig
+from megatron.training import data_efficiency as de_mod
 from megatron.training.data_efficiency import DATA_EFFICIENCY_SECTION, check_data_efficiency
 
 
@@ -210,3 +222,170 @@ def test_bert_large_random_ltd_example_fits_bert_large():
     check_data_efficiency(cfg, de, "bert")
     with pytest.raises(ValueError, match="model_type is 'encoder' but GPT layers need 'decoder'"):
         check_data_efficiency(cfg, de, "gpt")
+
+
+# ---- curriculum learning (analysis by dataset position, truncation / padding trim) ------------------------------
+SHORT_SEQ_PROB = 0.5  # half the samples get a random shorter target, so seqlen spreads over [5, 64]
+
+
+def analyze_bert_corpus(corpus: dict[str, str], save_path: Path) -> Path:
+    """``tools/analyze_data.py --dataset-type bert`` with bert_args' data flags and ``SHORT_SEQ_PROB`` (seqlen and
+    vocab_rarity)."""
+    load_entry_script("tools/analyze_data.py").main(
+        ["--dataset-type", "bert", "--data-path", corpus["data_path"], "--vocab-file", corpus["vocab_file"],
+         "--tokenizer-type", "BertWordPieceLowerCase", "--split", "90,8,2", "--seq-length", str(BERT_SEQ),
+         "--seed", "1234", "--short-seq-prob", str(SHORT_SEQ_PROB), "--metrics", "seqlen", "vocab_rarity",
+         "--save-path", str(save_path), "--num-threads", "1", "--no-progress"])
+    return save_path
+
+
+@pytest.fixture(scope="module")
+def bert_analysis(tiny_bert_corpus, tmp_path_factory) -> Path:
+    """The tiny BERT corpus' seqlen and vocab-rarity analysis (module-wide, read-only)."""
+    return analyze_bert_corpus(tiny_bert_corpus, tmp_path_factory.mktemp("bert_analysis"))
+
+
+def sample_metric(analysis: Path, name: str) -> np.ndarray:
+    """Per-sample values of an analyzed metric (row k = training sample k)."""
+    return np.asarray(read_flat(output_prefix(str(analysis), name, "sample_to_metric"))[0])
+
+
+def value_metric(analysis: Path, name: str, lo: int, hi: int) -> dict[str, Any]:
+    """A value-based, schedule-based curriculum metric over ``name`` from ``lo`` to ``hi`` (fixed_root, 16 steps)."""
+    return vocab_rarity_metric(analysis, difficulty_type="value", lo=lo, hi=hi) | {
+        "index_to_sample_path": output_prefix(str(analysis), name, "index_to_sample"),
+        "index_to_metric_path": output_prefix(str(analysis), name, "index_to_metric")}
+
+
+class BertBatchSpy:
+    """Records, per training micro-batch: dataset positions, difficulties, real lengths before and the shapes of
+    every per-position field after the curriculum's post-processing."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.records: list[dict[str, Any]] = []
+        original = de_mod.BertCurriculumExtension.process_batch
+
+        def spy(ext, batch, iteration):
+            out = original(ext, batch, iteration)
+            self.records.append({
+                "iteration": iteration, "indices": batch["dataset_sample_index"].tolist(),
+                "difficulty": dict(ext._difficulties), "real": batch["padding_mask"].sum(1).tolist(),
+                "shapes": {k: tuple(out[k].shape) for k in BERT_POSITION_KEYS}})
+            return out
+
+        monkeypatch.setattr(de_mod.BertCurriculumExtension, "process_batch", spy)
+
+
+def test_bert_analysis_counts_real_tokens_of_unmasked_training_samples(tiny_bert_corpus, bert_analysis):
+    """Row k of the BERT analysis belongs to sample k of the exact-epoch training dataset pretrain_bert.py builds
+    (masking on): ``seqlen`` is its number of real tokens and ``vocab_rarity`` the floor of the rarity sum of its
+    unmasked real tokens (masked positions restored from their labels) - padding never counts."""
+    tool = load_entry_script("tools/analyze_data.py")
+    ns, _ = tool.build_parser().parse_known_args(bert_args(tiny_bert_corpus))
+    data_cfg = dataclass_from_namespace(DataConfig, ns)
+    (train,), _ = tool.build_train_components(data_cfg, dataclass_from_namespace(TokenizerConfig, ns), 1234,
+                                              BertDataConfig(short_seq_prob=SHORT_SEQ_PROB))
+    train.mask_prob = 0.15  # what training sees; the tool itself builds the unmasked view
+    seqlen, rarity = sample_metric(bert_analysis, "seqlen"), sample_metric(bert_analysis, "vocab_rarity")
+    assert len(seqlen) == len(train) > 100
+    table = vocab_rarity_table(load_metric_value(str(bert_analysis), "total_vocab_freq"))
+    for k in range(0, len(train), 7):
+        item = train[k]
+        real = item["padding_mask"].astype(bool)
+        unmasked = np.where(item["loss_mask"] == 1, item["labels"], item["tokens"])
+        assert seqlen[k] == real.sum() < BERT_SEQ or seqlen[k] == real.sum() == BERT_SEQ
+        assert rarity[k] == int(np.floor(table[unmasked[real]].sum())), k
+    assert seqlen.min() < BERT_SEQ // 2 < seqlen.max(), "short samples exist (short_seq_prob), so CL can order them"
+
+
+def test_bert_curriculum_never_exceeds_difficulty_and_trims_padding(tiny_bert_corpus, bert_analysis, tmp_path,
+                                                                    monkeypatch):
+    """A value curriculum on the analyzed ``seqlen``: every trained sample's real length (by the analysis, and as
+    seen in its batch - the analysis is keyed by dataset position) is within the difficulty of its global batch;
+    each micro-batch is trimmed to its longest real sample rounded up to 8, every per-position field alike; and
+    ``consumed_tokens`` is the sum of the trimmed batches' tokens."""
+    values = sample_metric(bert_analysis, "seqlen")
+    lo, hi = int(np.percentile(values, 20)), int(values.max())
+    spy = BertBatchSpy(monkeypatch)
+    flags = de_args(tmp_path / "ds.json", de_config({"seqlen": value_metric(bert_analysis, "seqlen", lo, hi)}))
+    result = load_entry_script("pretrain_bert.py").main(bert_args(tiny_bert_corpus, eval_iters=0,
+                                                                          short_seq_prob=SHORT_SEQ_PROB, **flags))
+    assert len(spy.records) == 20 * 2
+    for r in spy.records:
+        assert values[r["indices"]].tolist() == r["real"], r
+        assert max(r["real"]) <= r["difficulty"]["seqlen"], r
+        width = min(-(-max(r["real"]) // 8) * 8, BERT_SEQ)
+        assert set(r["shapes"].values()) == {(2, width)}, r
+    assert spy.records[0]["difficulty"]["seqlen"] < hi and spy.records[-1]["difficulty"]["seqlen"] == hi
+    assert min(r["shapes"]["tokens"][1] for r in spy.records) < BERT_SEQ, "some batches were trimmed"
+    assert result.consumed_tokens == sum(r["shapes"]["tokens"][0] * r["shapes"]["tokens"][1] for r in spy.records)
+
+
+def test_bert_seqlen_truncate_cuts_every_field_to_the_difficulty(tiny_bert_corpus, bert_analysis, tmp_path,
+                                                                 monkeypatch):
+    """``seqlen_truncate`` (16 -> 64 positions) with a vocab-rarity curriculum: tokens, types, labels, loss mask
+    and padding mask of every micro-batch are cut to the seqlen difficulty, and every sample's vocab rarity is
+    within its batch's difficulty."""
+    rarity = sample_metric(bert_analysis, "vocab_rarity")
+    lo, hi = int(np.percentile(rarity, 20)), int(rarity.max())
+    metrics = {"vocab_rarity": value_metric(bert_analysis, "vocab_rarity", lo, hi),
+               "seqlen_truncate": seqlen_metric(lo=16, hi=BERT_SEQ)}
+    spy = BertBatchSpy(monkeypatch)
+    flags = de_args(tmp_path / "ds.json", de_config(metrics))
+    load_entry_script("pretrain_bert.py").main(bert_args(tiny_bert_corpus, train_iters=10, eval_iters=0,
+                                                                 short_seq_prob=SHORT_SEQ_PROB, **flags))
+    for r in spy.records:
+        assert set(r["shapes"].values()) == {(2, r["difficulty"]["seqlen_truncate"])}, r
+        assert rarity[r["indices"]].max() <= r["difficulty"]["vocab_rarity"], r
+    assert spy.records[0]["difficulty"]["seqlen_truncate"] == 16
+
+
+def test_bert_curriculum_and_random_ltd_resume_exactly(tiny_bert_corpus, bert_analysis, tmp_path, monkeypatch):
+    """Seqlen curriculum (padding trim, so micro-batches of one step differ in length) with random-LTD: 10 + 10
+    iterations equal 20 straight - the same losses (dropout on), sampled positions, difficulties, shapes, kept
+    tokens, layer tokens and learning rates; the layer tokens count each micro-batch at its own length."""
+    values = sample_metric(bert_analysis, "seqlen")
+    config = de_config({"seqlen": value_metric(bert_analysis, "seqlen", int(np.percentile(values, 20)),
+                                               int(values.max()))}, ltd_layers=[1, 2])
+    ltd = config["data_efficiency"]["data_routing"]["random_ltd"]
+    ltd["model_type"] = "encoder"
+    ltd["random_ltd_schedule"].update(min_value=16, max_value=BERT_SEQ)
+    flags = {**de_args(tmp_path / "ds.json", config), "short_seq_prob": SHORT_SEQ_PROB}
+    pb = load_entry_script("pretrain_bert.py")
+    spy = BertBatchSpy(monkeypatch)
+    straight = pb.main(bert_args(tiny_bert_corpus, eval_iters=0, metrics_file=tmp_path / "a.jsonl", **flags))
+    straight_batches, spy.records[:] = list(spy.records), []
+    ckpt = tmp_path / "ckpt"
+    resumed = dict(eval_iters=0, save=ckpt, metrics_file=tmp_path / "b.jsonl", **flags)
+    first = pb.main(bert_args(tiny_bert_corpus, exit_interval=10, **resumed))
+    second = pb.main(bert_args(tiny_bert_corpus, load=ckpt, **resumed))
+    assert first.exit_reason == "exit_interval" and spy.records == straight_batches
+    assert {**first.train_losses, **second.train_losses} == straight.train_losses
+    keys = ("iteration", "consumed_tokens", "schedule_tokens", "difficulty", "ltd_kept_tokens",
+            "consumed_layer_tokens", "lr", "loss")
+    a = [{k: r.get(k) for k in keys} for r in read_metrics(tmp_path / "a.jsonl") if r["kind"] == "train"]
+    b = [{k: r.get(k) for k in keys} for r in read_metrics(tmp_path / "b.jsonl") if r["kind"] == "train"]
+    assert len(a) == 20 and a == b
+    lengths = [[r["shapes"]["tokens"][1] for r in straight_batches[2 * i: 2 * i + 2]] for i in range(20)]
+    assert any(x != y for x, y in lengths), "some step had micro-batches of different lengths"
+    kept = [r["ltd_kept_tokens"] for r in read_metrics(tmp_path / "a.jsonl") if r["kind"] == "train"]
+    layer_tokens = np.cumsum([sum(2 * (s * 2 + min(k, s) * 2) for s in ls) for ls, k in zip(lengths, kept)])
+    assert [r["consumed_layer_tokens"] for r in a] == list(layer_tokens)
+
+
+@pytest.mark.parametrize("kind", ["seqlen_reshape", "legacy"])
+def test_bert_gpt_only_seqlen_curricula_are_refused(kind, tiny_bert_corpus, tmp_path, monkeypatch):
+    """``seqlen_reshape`` (cuts GPT token streams into rows) and the legacy top-level seqlen warm-up (GPT's) are
+    NotImplementedError for BERT, naming the alternative, before ``pretrain`` is reached."""
+    pb = load_entry_script("pretrain_bert.py")
+    monkeypatch.setattr(pb, "pretrain", lambda *a, **k: pytest.fail("pretrain reached with a bad config"))
+    if kind == "legacy":
+        path = tmp_path / "ds.json"
+        path.write_text(json.dumps({"curriculum_learning": {
+            "enabled": True, "curriculum_type": "seqlen", "min_difficulty": 16, "max_difficulty": BERT_SEQ,
+            "schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 8, "difficulty_step": 8}}}))
+        flags: dict[str, Any] = {"deepspeed_config": path}
+    else:
+        flags = de_args(tmp_path / "ds.json", de_config({"seqlen_reshape": seqlen_metric(lo=16, hi=BERT_SEQ)}))
+    with pytest.raises(NotImplementedError, match="use (a )?seqlen_truncate"):
+        pb.main(bert_args(tiny_bert_corpus, **flags))
