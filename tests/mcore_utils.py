@@ -35,7 +35,8 @@ LAYER_RENAMES = [
     (r"\.mlp\.dense_4h_to_h\.", ".mlp.linear_fc2."),
 ]
 
-# Preamble of every megatron-core script: one-process gloo group, TP=1, CPU-only RNG tracker and device.
+# Preamble of every megatron-core script: one-process gloo group, TP=1, CPU-only RNG tracker and device, and
+# ``config_from_spec`` (the TransformerConfig of a case's ``spec`` dict).
 MCORE_PREAMBLE = """
 import json, os, sys, warnings
 warnings.simplefilter("ignore")
@@ -49,6 +50,20 @@ parallel_state.initialize_model_parallel(1, 1)
 initialize_rng_tracker(inference_rng_tracker=True)  # CPU-only torch: no CUDA RNG states to fork
 # Its attention scratch buffer and RoPE frequencies are placed on torch.cuda.current_device(); point it at the CPU.
 torch.cuda.current_device = lambda: "cpu"
+
+
+def config_from_spec(spec):
+    # megatron-core's TransformerConfig for a case's shape: fp32, dropout off, unfused CPU code paths.
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    return TransformerConfig(
+        num_layers=spec["num_layers"], hidden_size=spec["hidden_size"], num_attention_heads=spec["heads"],
+        ffn_hidden_size=spec["ffn"], kv_channels=spec["kv"], layernorm_epsilon=spec["eps"],
+        hidden_dropout=0.0, attention_dropout=0.0, add_bias_linear=spec["bias"],
+        use_cpu_initialization=True, perform_initialization=False, bias_activation_fusion=False,
+        masked_softmax_fusion=False, persist_layer_norm=False, gradient_accumulation_fusion=False,
+        apply_rope_fusion=False, bias_dropout_fusion=False,
+    )
 """
 
 

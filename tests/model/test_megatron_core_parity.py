@@ -32,7 +32,6 @@ RENAMES = [
 
 MCORE_SCRIPT = textwrap.dedent(
     """
-    from megatron.core.transformer.transformer_config import TransformerConfig
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
@@ -40,14 +39,7 @@ MCORE_SCRIPT = textwrap.dedent(
     for case in sys.argv[1:]:
         blob = torch.load(case + ".in.pt", weights_only=True)
         spec = blob["spec"]
-        cfg = TransformerConfig(
-            num_layers=spec["num_layers"], hidden_size=spec["hidden_size"], num_attention_heads=spec["heads"],
-            ffn_hidden_size=spec["ffn"], kv_channels=spec["kv"], layernorm_epsilon=spec["eps"],
-            hidden_dropout=0.0, attention_dropout=0.0, add_bias_linear=spec["bias"],
-            use_cpu_initialization=True, perform_initialization=False, bias_activation_fusion=False,
-            masked_softmax_fusion=False, persist_layer_norm=False, gradient_accumulation_fusion=False,
-            apply_rope_fusion=False, bias_dropout_fusion=False,
-        )
+        cfg = config_from_spec(spec)
         model = GPTModel(
             cfg, get_gpt_layer_local_spec(), vocab_size=spec["vocab"], max_sequence_length=spec["max_pos"],
             position_embedding_type=spec["pe"], rotary_percent=spec["rotary_percent"],
