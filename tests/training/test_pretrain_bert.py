@@ -389,3 +389,43 @@ def test_bert_gpt_only_seqlen_curricula_are_refused(kind, tiny_bert_corpus, tmp_
         flags = de_args(tmp_path / "ds.json", de_config({"seqlen_reshape": seqlen_metric(lo=16, hi=BERT_SEQ)}))
     with pytest.raises(NotImplementedError, match="use (a )?seqlen_truncate"):
         pb.main(bert_args(tiny_bert_corpus, **flags))
+
+
+def _dp_trim_body(rank: int, world_size: int, argv: list[str]) -> tuple[dict, list]:
+    import torch
+
+    torch.set_num_threads(1)
+    records = []
+    original = de_mod.BertCurriculumExtension.process_batch
+
+    def spy(ext, batch, iteration):
+        out = original(ext, batch, iteration)
+        records.append((int(batch["padding_mask"].sum(1).max()), int(out["tokens"].shape[1])))
+        return out
+
+    de_mod.BertCurriculumExtension.process_batch = spy
+    return load_entry_script("pretrain_bert.py").main(argv).train_losses, records
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_bert_padding_trim_is_shared_by_dp_ranks(tiny_bert_corpus, bert_analysis, tmp_path):
+    """At DP=2 the padding trim of each micro-batch step is the longest real sample over *both* ranks rounded up to
+    8, so the two ranks cut to one width even where their own longest samples differ (which happens here); the
+    trim drops padding only, so the losses equal one process accumulating the same global batches (fp32 sums in
+    another order: ~1e-6 relative)."""
+    from dist_utils import run_distributed
+
+    values = sample_metric(bert_analysis, "seqlen")
+    config = de_config({"seqlen": value_metric(bert_analysis, "seqlen", int(np.percentile(values, 20)),
+                                               int(values.max()))})
+    flags = {**de_args(tmp_path / "ds.json", config), "short_seq_prob": SHORT_SEQ_PROB}
+    common = dict(train_iters=8, eval_iters=0, hidden_dropout=0.0, attention_dropout=0.0, **flags)
+    reference = load_entry_script("pretrain_bert.py").main(bert_args(tiny_bert_corpus, **common)).train_losses
+    argv = bert_args(tiny_bert_corpus, micro_batch_size=2, global_batch_size=4, **common)
+    (losses0, rec0), (losses1, rec1) = run_distributed(_dp_trim_body, 2, argv, timeout_s=300)
+    assert len(rec0) == len(rec1) == 8
+    for (own0, width0), (own1, width1) in zip(rec0, rec1):
+        assert width0 == width1 == min(-(-max(own0, own1) // 8) * 8, BERT_SEQ)
+    assert any(-(-a // 8) != -(-b // 8) for (a, _), (b, _) in zip(rec0, rec1)), "ranks' own widths differ somewhere"
+    assert losses0 == losses1 == pytest.approx(reference, rel=1e-5)
