@@ -24,7 +24,7 @@ from mcore_utils import MCORE, requires_mcore
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
 from megatron.data.batch import build_bert_batch
 from megatron.data.bert_dataset import BertDataConfig, BertDataset, build_bert_datasets
-from megatron.data.bert_indices import Mt19937_64, build_bert_sample_index
+from megatron.data.bert_indices import Mt19937_64, _shuffle_order, build_bert_sample_index, short_sequence_ratio
 from megatron.data.config import DataConfig
 from megatron.data.indexed_dataset import IndexedDataset
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
@@ -106,11 +106,11 @@ MCORE_SCRIPT = textwrap.dedent(
             numpy.savez(f"{k}-{name}.npz", **out)
 
     from megatron.core.datasets import helpers
-    d = numpy.load("mapping-in.npz")
+    d = {name: numpy.load(f"mapping-in-{name}.npz") for name in {case[0] for case in spec["mapping_cases"]}}
     numpy.savez("mapping-out.npz", **{
-        f"m{k}": helpers.build_mapping(d["bounds"], d["sizes"], numpy.iinfo(numpy.int32).max - 1, n, max_length,
-                                       prob, seed, False, min_sentences)
-        for k, (n, max_length, prob, seed, min_sentences) in enumerate(spec["mapping_cases"])
+        f"m{k}": helpers.build_mapping(d[name]["bounds"], d[name]["sizes"], numpy.iinfo(numpy.int32).max - 1, n,
+                                       max_length, prob, seed, False, min_sentences)
+        for k, (name, n, max_length, prob, seed, min_sentences) in enumerate(spec["mapping_cases"])
     })
     """
 )
@@ -127,17 +127,30 @@ CASES = [
 ]
 
 
-# Sample-index cases: (num_samples, target length, short_seq_prob, seed, minimum sentences).
-MAPPING_CASES = [(50, 125, 0.1, 1234, 2), (5000, 61, 0.25, 7, 1), (300, 509, 0.0, 3, 2), (1000, 20, 1.0, 5, 2)]
+# Sample-index cases: (input, num_samples, target length, short_seq_prob, seed, minimum sentences).
+MAPPING_CASES = [("mixed", 50, 125, 0.1, 1234, 2), ("mixed", 5000, 61, 0.25, 7, 1), ("mixed", 300, 509, 0.0, 3, 2),
+                 ("mixed", 1000, 20, 1.0, 5, 2), ("long", 30000, 40, 0.1, 9, 2), ("long", 8000, 30, 1.0, 21, 1),
+                 ("long", 4000, 509, 0.5, 13, 1)]
 
 
-def mapping_input() -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic sentence lengths and document bounds: empty, single-sentence and over-long-sentence documents."""
-    rng = np.random.default_rng(0)
-    counts = rng.integers(0, 30, size=400)
-    sizes = rng.integers(1, 60, size=int(counts.sum())).astype(np.int32)
-    sizes[5] = 600
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)[50:300], sizes
+def mapping_input(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic document bounds and sentence lengths. "mixed": empty, single-sentence and over-long-sentence
+    documents of up to 29 sentences; "long": a few documents of thousands of sentences (many samples each, packed
+    one by one once few documents are left) among one-to-three-sentence ones, with some empty sentences and a long
+    sentence alone in a document."""
+    rng = np.random.default_rng(0 if name == "mixed" else 1)
+    if name == "mixed":
+        counts = rng.integers(0, 30, size=400)
+        sizes = rng.integers(1, 60, size=int(counts.sum())).astype(np.int32)
+        sizes[5] = 600
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)[50:300], sizes
+    counts = rng.integers(1, 4, size=60)
+    counts[rng.choice(60, size=6, replace=False)] = rng.integers(2000, 5000, size=6)
+    sizes = rng.integers(0, 40, size=int(counts.sum())).astype(np.int32)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    alone = next(d for d in range(1, 60) if counts[d] == 1 and counts[d - 1] > 1)
+    sizes[bounds[alone]] = 600  # a one-sentence document may hold a long sentence; it disqualifies no neighbour
+    return bounds, sizes
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +168,9 @@ def mcore_outputs(corpus, tmp_path_factory) -> Path:
         "mapping_cases": MAPPING_CASES,
     }
     (out / "spec.json").write_text(json.dumps(spec))
-    bounds, sizes = mapping_input()
-    np.savez(out / "mapping-in.npz", bounds=bounds, sizes=sizes)
+    for name in {case[0] for case in MAPPING_CASES}:
+        bounds, sizes = mapping_input(name)
+        np.savez(out / f"mapping-in-{name}.npz", bounds=bounds, sizes=sizes)
     proc = subprocess.run([sys.executable, "-c", MCORE_SCRIPT, str(out / "spec.json")], cwd=out,
                           env={**os.environ, "PYTHONPATH": str(MCORE)}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -196,14 +210,71 @@ def test_items_equal_megatron_core(corpus, mcore_outputs, tmp_path):
 @requires_mcore
 def test_sample_index_equals_build_mapping(mcore_outputs):
     """The sample index (rows, order, dtype) equals megatron-core's C++ helpers.build_mapping on synthetic
-    documents with empty, single-sentence and over-long-sentence documents, short-sequence probabilities 0, 0.25
-    and 1, one and two minimum sentences, many epochs."""
-    bounds, sizes = mapping_input()
+    documents with empty, single-sentence and over-long-sentence documents, and on documents of thousands of
+    sentences; short-sequence probabilities 0, 0.1, 0.25, 0.5 and 1, one and two minimum sentences, many epochs."""
     theirs = np.load(mcore_outputs / "mapping-out.npz")
-    for k, (n, max_length, prob, seed, min_sentences) in enumerate(MAPPING_CASES):
-        ours = build_bert_sample_index(bounds, sizes, n, max_length, prob, seed, min_sentences)
+    for k, (name, n, max_length, prob, seed, min_sentences) in enumerate(MAPPING_CASES):
+        ours = build_bert_sample_index(*mapping_input(name), n, max_length, prob, seed, min_sentences)
         assert ours.dtype == theirs[f"m{k}"].dtype
         np.testing.assert_array_equal(ours, theirs[f"m{k}"], err_msg=f"case {k}")
+
+
+def sentence_loop_index(bounds, sizes, num_samples, max_length, prob, seed, min_sentences) -> np.ndarray:
+    """The sample index the slow, obvious way: every sentence and every draw in turn, the shuffle's swaps replayed."""
+    rng, ratio = np.random.RandomState(seed), short_sequence_ratio(prob)
+
+    def target():
+        r = int(rng.randint(0, 2**32, dtype=np.uint32)) if ratio else 1
+        return 2 + r % (max_length - 1) if ratio and r % ratio == 0 else max_length
+
+    rows = []
+    while len(rows) < num_samples:
+        for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            if last - first < min_sentences or (last - first > 1 and sizes[first:last].max() > 512):
+                continue
+            start, tokens, goal = first, 0, target()
+            for s in range(first, last):
+                tokens += int(sizes[s])
+                if (tokens >= goal and last - s - 1 > 1 and s - start + 1 >= min_sentences) or s == last - 1:
+                    rows.append((start, s + 1, goal))
+                    start, tokens, goal = s + 1, 0, target()
+    rows = np.array(rows, dtype=np.uint32).reshape(-1, 3)
+    draws = Mt19937_64(seed + 1).draw(max(len(rows) - 1, 0)).tolist()
+    for i, r in zip(range(len(rows) - 1, 0, -1), draws):
+        j = r % (i + 1)
+        rows[[i, j]] = rows[[j, i]]
+    return rows
+
+
+def test_sample_index_equals_sentence_loop():
+    """Without megatron-core: the vectorised packing and shuffle equal a sentence-by-sentence loop with the swaps
+    replayed, over random inputs (empty, one-sentence, long and empty-sentence documents; a long sentence alone in
+    a document), short-sequence probabilities 0 to 1 (all short: every sample repacked one by one) and both
+    minimum sentence counts."""
+    for case in range(12):
+        rng = np.random.default_rng(100 + case)
+        counts = rng.integers(0, 8, size=int(rng.integers(5, 40)))
+        counts[rng.integers(2, len(counts))] = rng.integers(50, 400)
+        counts[:2] = 3, 1
+        sizes = rng.integers(0, 30, size=int(counts.sum()) + 1).astype(np.int32)
+        sizes[[3, rng.integers(0, len(sizes))]] = 513  # alone in document 1 (it qualifies, so does document 0)
+        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        args = (int(rng.integers(1, 600)), int(rng.integers(2, 80)), [0.0, 0.1, 0.3, 1.0][case % 4],
+                int(rng.integers(1, 1000)), 1 + case % 2)
+        np.testing.assert_array_equal(build_bert_sample_index(bounds, sizes, *args),
+                                      sentence_loop_index(bounds, sizes, *args), err_msg=f"case {case}: {args}")
+
+
+def test_shuffle_order_replays_the_swaps():
+    """The vectorised Fisher-Yates order equals the swaps replayed one by one, for 1 to 30,000 rows (long chains
+    of swaps through one position)."""
+    for n, seed in ((1, 3), (2, 4), (3, 5), (57, 6), (30_000, 1234)):
+        order = list(range(n))
+        draws = Mt19937_64(seed + 1).draw(max(n - 1, 0)).tolist()
+        for i, r in zip(range(n - 1, 0, -1), draws):
+            j = r % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        np.testing.assert_array_equal(_shuffle_order(n, seed), order, err_msg=f"{n} rows")
 
 
 def test_mt19937_64_matches_the_standard():
