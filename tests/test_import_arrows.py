@@ -19,6 +19,8 @@ ALLOWED = {
     "data_efficiency": {"config", "logging", "data", "parallel", "kernels"},
     "model": {"config", "logging", "parallel", "kernels"},
     "training": {"config", "logging", "data", "parallel", "kernels", "data_efficiency", "model"},
+    "tasks": {"config", "logging", "data", "parallel", "kernels", "data_efficiency", "model", "training"},
+    "interop": {"config", "logging", "data", "parallel", "kernels", "model", "training"},
 }
 
 

@@ -27,7 +27,8 @@ from megatron.parallel.state import ParallelState
 
 __all__ = [
     "CHECKPOINT_VERSION", "TRACKER_FILENAME", "LoadedCheckpoint", "checkpoint_path", "read_tracker",
-    "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "check_weights_only_safe",
+    "save_checkpoint", "load_checkpoint", "read_checkpoint", "capture_rng_state", "restore_rng_state",
+    "check_weights_only_safe",
 ]
 
 logger = get_logger(__name__)
@@ -294,3 +295,20 @@ def load_checkpoint(
         sampler_state=payload["data_sampler"], extra_state=dict(payload["extra_state"] or {}),
         config=payload.get("config"),
     )
+
+
+def read_checkpoint(root: str | os.PathLike, tp_rank: int = 0) -> tuple[dict[str, Any], int | str, Path]:
+    """``(payload, tag, path)`` of tensor-parallel rank ``tp_rank``'s file of the latest checkpoint under ``root``
+    (read with ``weights_only=True``), for tools that need weights without a training run.
+
+    Raises:
+        ValueError: ``root`` holds no tracker file, or the file is missing, damaged or of another version.
+    """
+    tag = read_tracker(root)
+    if tag is None:
+        hint = ""
+        if Path(root).name.startswith("iter_") or Path(root).name == "release":
+            hint = f"; pass the directory above it ({Path(root).parent}), which holds {TRACKER_FILENAME}"
+        raise ValueError(f"no checkpoint under {root}: {TRACKER_FILENAME} not found{hint}")
+    path = checkpoint_path(root, tag, tp_rank)
+    return _read_payload(path), tag, path

@@ -320,18 +320,21 @@ class PretrainConfig:
 
     # ---- validation ---------------------------------------------------------------------------------------
     def validate(
-        self, world_size: int | None = None, extra_rules: Sequence[Callable[[PretrainConfig], None]] = ()
+        self, world_size: int | None = None, extra_rules: Sequence[Callable[[PretrainConfig], None]] = (),
+        rules: Sequence[Callable[[PretrainConfig], None]] | None = None,
     ) -> PretrainConfig:
         """Run every cross-room rule (before any process group exists) and fill in the global batch size.
 
         Args:
             world_size: number of processes; default ``$WORLD_SIZE`` (1 without torchrun).
             extra_rules: further ``rule(cfg)`` checks of extension rooms.
+            rules: the base rules to run instead of all of :data:`RULES` (downstream tasks need no training data
+                or length, for instance).
         Raises:
             ValueError / NotImplementedError naming the values and the flag to change.
         """
         self.world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
-        for rule in (*RULES, *extra_rules):
+        for rule in (*(RULES if rules is None else rules), *extra_rules):
             rule(self)
         self.training.global_batch_size = self.global_batch_size
         # The model stores its parameters in the training precision; fp32 master copies live in the optimizer.
