@@ -9,6 +9,7 @@ samples) -> train -> test.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import torch.distributed as dist
@@ -19,7 +20,7 @@ from megatron.data.tokenizer import build_tokenizer, padded_vocab_size
 from megatron.logging import get_logger, log_rank0, setup_logging
 from megatron.model.config import num_floating_point_operations
 from megatron.parallel.state import ParallelState
-from megatron.training.checkpointing import load_checkpoint
+from megatron.training.checkpointing import load_checkpoint, read_tracker
 from megatron.training.config import PretrainConfig, format_config
 from megatron.training.grad_scaler import build_grad_scaler
 from megatron.training.initialize import current_device, initialize_distributed, set_random_seeds
@@ -105,12 +106,27 @@ def _eval_stream(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consu
     return DataStream(dataset, sampler, collate)
 
 
+def _checkpoint_to_load(cfg: PretrainConfig) -> tuple[str, bool]:
+    """``(directory, finetune)``: ``--load`` as given, except that a ``--finetune`` run whose own ``--save``
+    directory already holds a checkpoint resumes that one in full (the fine-tuning run's progress, optimizer and
+    data position) instead of starting over from the pretrained weights, so an interrupted fine-tuning continues
+    exactly (Megatron's tasks load the pretrained checkpoint only when ``--load`` holds none)."""
+    t = cfg.training
+    if (t.finetune and t.save and os.path.abspath(t.save) != os.path.abspath(t.load)
+            and read_tracker(t.save) is not None):
+        log_rank0(logger, "--finetune: %s already holds this fine-tuning run's checkpoint; resuming it instead of "
+                  "loading the pretrained weights of %s", t.save, t.load)
+        return t.save, False
+    return t.load, t.finetune
+
+
 def _load(cfg: PretrainConfig, trainer: Trainer, extensions: Sequence[TrainerExtension],
           extra_stateful: Mapping[str, Stateful]) -> None:
     t = cfg.training
+    root, finetune = _checkpoint_to_load(cfg)
     loaded = load_checkpoint(
-        t.load, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-        pstate=trainer.pstate, no_load_optim=t.no_load_optim, no_load_rng=t.no_load_rng, finetune=t.finetune,
+        root, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+        pstate=trainer.pstate, no_load_optim=t.no_load_optim, no_load_rng=t.no_load_rng, finetune=finetune,
         override_opt_param_scheduler=t.override_opt_param_scheduler,
         use_checkpoint_opt_param_scheduler=t.use_checkpoint_opt_param_scheduler, rng_tracker=trainer.rng_tracker,
     )
