@@ -4,6 +4,9 @@ Thin CLI over ``megatron.data.preprocess``: flags are generated from ``Preproces
 and keep Megatron's spellings, e.g.::
 
     python tools/preprocess_data.py --input corpus.jsonl --output-prefix data/kjv --append-eod --workers 2
+
+Empty documents are kept as documents of zero sequences, byte-identical to Megatron-LM; ``--drop-empty`` drops them.
+The summary printed at the end counts them.
 """
 
 from __future__ import annotations
@@ -29,11 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def summary(stats: PreprocessStats) -> str:
-    """One-paragraph report of a run."""
+def summary(stats: PreprocessStats, drop_empty: bool = False) -> str:
+    """One-paragraph report of a run (``drop_empty``: the run's ``PreprocessConfig.drop_empty``)."""
+    if drop_empty:
+        empty = f"empty documents: {stats.empty_dropped} dropped (--drop-empty)"
+    else:
+        empty = (f"empty documents: {stats.empty_kept} kept as zero-sequence documents, as Megatron-LM writes them "
+                 "(--drop-empty drops them)")
     lines = [
         f"documents: {stats.documents}  tokens: {stats.tokens}  sequences: {stats.sequences}",
-        f"skipped: {stats.skipped_invalid} invalid, {stats.skipped_empty} empty",
+        empty,
+        f"skipped lines: {stats.skipped_invalid} invalid, {stats.blank_lines} blank",
         f"time: {stats.seconds:.2f} s  input: {stats.input_bytes / 1e6:.2f} MB  throughput: {stats.mb_per_s:.2f} MB/s"
         f"  ({stats.tokens / max(stats.seconds, 1e-9):,.0f} tokens/s)",
         *(f"wrote {prefix}.bin/.idx" for prefix in stats.outputs),
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return 130
-    print(summary(stats))
+    print(summary(stats, cfg.drop_empty))
     return 0
 
 

@@ -101,7 +101,8 @@ def corpus_documents(corpus: CorpusName) -> Iterator[dict[str, str]]:
 def write_jsonl(documents: Iterable[dict[str, str]], output: str) -> CorpusSummary:
     """Write one JSON object per line to ``output`` atomically (temp file in the same folder + ``os.replace``).
 
-    Documents whose text is empty or whitespace are skipped: they would become zero-length samples downstream.
+    Documents whose text is empty or whitespace are skipped (preprocessing would keep them as documents of zero
+    sequences, which give no samples).
     """
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)

@@ -4,6 +4,14 @@ The input (JSONL files, ``.gz``, globs) is cut into contiguous spans, one per pa
 span in ~1 MiB chunks of lines, worker processes turn each chunk into numpy token arrays (``tokenize_batch``) and
 the partition writes them in input order, so the output bytes do not depend on ``workers`` or ``partitions``.
 Every output is written under a temporary name and renamed only when complete.
+
+Documents are encoded as Megatron-LM's ``tools/preprocess_data.py`` encodes them (since June 2023, when it moved
+to one ``add_document`` per input line), so the pair is byte-identical to its output for the same tokens: sentences
+without tokens are dropped, EOD ends the last sequence of a document that has tokens, and a document without tokens
+(``""``, an empty source file) is written as a document of zero sequences: a repeated boundary in
+``document_indices``, nothing in ``.bin``, never a zero-length sequence and never a lone EOD. Keeping it keeps
+document numbers aligned with the input lines. ``drop_empty`` drops such documents instead (as Megatron-LM did
+from 2021 to June 2023), and whitespace-only texts too (this tool's earlier behaviour).
 """
 
 from __future__ import annotations
@@ -50,7 +58,12 @@ class PreprocessConfig:
     keep_newlines: bool = False
     """With split_sentences, keep the newlines (whitespace) that follow each sentence in its text."""
     append_eod: bool = False
-    """Append the tokenizer's end-of-document id to every document (counted in its last sequence's length)."""
+    """Append the tokenizer's end-of-document id to every document that has tokens (counted in its last sequence's
+    length); an empty document stays empty, as in Megatron-LM."""
+    drop_empty: bool = False
+    """Drop empty documents (no tokens, or whitespace-only text) instead of keeping them as documents of zero
+    sequences. Kept by default, as Megatron-LM does: document numbers then match the input lines and the .idx is
+    byte-identical to Megatron-LM's; dropping shifts the numbers of the documents after them."""
     workers: int = 1
     """Encoding processes in total (shared among partitions; at least one per partition)."""
     partitions: int = 1
@@ -89,8 +102,12 @@ class PreprocessStats:
     sequences: int = 0
     skipped_invalid: int = 0
     """Lines skipped as malformed (only with skip_invalid)."""
-    skipped_empty: int = 0
-    """Empty documents skipped, counted per json key (blank lines count once)."""
+    blank_lines: int = 0
+    """Whitespace-only lines skipped: no JSON, so no document (Megatron-LM stops with a JSON error on them)."""
+    empty_kept: int = 0
+    """Documents without tokens written as documents of zero sequences, counted per json key (default)."""
+    empty_dropped: int = 0
+    """Documents without tokens or with whitespace-only text dropped, counted per json key (drop_empty)."""
     input_bytes: int = 0
     """Uncompressed JSONL bytes read."""
     seconds: float = 0.0
@@ -98,7 +115,8 @@ class PreprocessStats:
     """Output prefixes written, in json_keys order."""
 
     def add(self, other: PreprocessStats) -> None:
-        for name in ("documents", "tokens", "sequences", "skipped_invalid", "skipped_empty", "input_bytes"):
+        for name in ("documents", "tokens", "sequences", "skipped_invalid", "blank_lines", "empty_kept",
+                     "empty_dropped", "input_bytes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
@@ -269,7 +287,7 @@ class _Encoder:
                 for column, value in zip(columns, values):
                     column.append(value)
             elif error is None:
-                stats.skipped_empty += 1
+                stats.blank_lines += 1
             elif self.cfg.skip_invalid:
                 stats.skipped_invalid += 1
             else:
@@ -279,24 +297,33 @@ class _Encoder:
         return _ChunkResult(arrays, stats)
 
     def _encode_texts(self, texts: list[str], stats: PreprocessStats) -> _KeyArrays:
-        """Tokenize one key's documents; drop empty sentences and documents; append EOD to each document."""
+        """Tokenize one key's documents as Megatron-LM's encoder does (see the module docstring): drop sentences
+        without tokens, append EOD to each document that has tokens, keep the others as zero-sequence documents
+        (or drop them and whitespace-only texts with ``drop_empty``)."""
+        drop = self.cfg.drop_empty
         if self.cfg.split_sentences:
             sentences = [split_sentences(t, self.cfg.keep_newlines) for t in texts]
             flat = list(itertools.chain.from_iterable(sentences))
             ids = iter(self._tokenize_batch(flat)) if flat else iter(())
             docs = [[s for s in itertools.islice(ids, len(sents)) if s] for sents in sentences]
         else:
-            kept = [t for t in texts if t.strip()]
-            docs = [[s] if s else [] for s in self._tokenize_batch(kept)] if kept else []
-            stats.skipped_empty += len(texts) - len(kept)
-        nonempty = [d for d in docs if d]
-        stats.skipped_empty += len(docs) - len(nonempty)
-        seqs = [s for d in nonempty for s in d]
+            # Megatron-LM tokenizes every text, so a whitespace-only one keeps its whitespace tokens (GPT-2 has
+            # them); drop_empty keeps this tool's earlier rule of dropping such texts untokenized.
+            todo = [t for t in texts if t.strip()] if drop else texts
+            docs = [[s] if s else [] for s in self._tokenize_batch(todo)] if todo else []
+            stats.empty_dropped += len(texts) - len(todo)
+        empty = sum(1 for d in docs if not d)
+        if drop:
+            docs = [d for d in docs if d]
+            stats.empty_dropped += empty
+        else:
+            stats.empty_kept += empty
+        seqs = [s for d in docs for s in d]
         lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
         tokens = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
-        per_doc = np.fromiter(map(len, nonempty), dtype=np.int64, count=len(nonempty))
-        if self.eod is not None and len(nonempty):
-            last_seq = np.cumsum(per_doc) - 1
+        per_doc = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        if self.eod is not None and len(seqs):
+            last_seq = (np.cumsum(per_doc) - 1)[per_doc > 0]  # a zero-sequence document gets no EOD (Megatron-LM)
             tokens = np.insert(tokens, np.cumsum(lengths)[last_seq], self.eod)
             lengths[last_seq] += 1  # EOD belongs to the sequence it ends (Megatron-DeepSpeed forgot this, #431)
         if tokens.size and (tokens.min() < 0 or tokens.max() > self.max_id):

@@ -1,15 +1,20 @@
 """Tests for ``tools/preprocess_data.py`` and ``megatron.data.preprocess``: exact token contents, determinism across
-workers/partitions, input formats, bad input handling, atomic outputs, and the rule-based sentence splitter."""
+workers/partitions, input formats, bad input handling, atomic outputs, empty documents (kept byte-identically to
+Megatron-LM, or dropped), and the rule-based sentence splitter."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 from data.conftest import kjv_chapters, run_preprocess_data, toy_corpus, write_jsonl  # noqa: F401 - fixtures
+from mcore_utils import MCORE, requires_mcore
 
 from megatron.data.indexed_dataset import IndexedDataset
 from megatron.data.preprocess import PreprocessConfig, preprocess
@@ -58,7 +63,8 @@ def test_output_identical_for_any_workers_and_partitions(tmp_path, toy_corpus, r
 @pytest.mark.parametrize("partitions", [1, 2])
 def test_sentence_level_with_one_and_two_partitions(tmp_path, partitions, gpt2):
     """--split-sentences writes one sequence per sentence (documents group them; EOD ends each document's last
-    sentence) with 1 and with 2 partitions, identically."""
+    sentence) with 1 and with 2 partitions, identically; a whitespace-only document has no sentence and stays a
+    document of zero sequences."""
     docs = [{"text": "Mr. Smith came home. He was tired! Was he? Yes."}, {"text": "   "},
             {"text": "One sentence only"}]
     corpus = write_jsonl(tmp_path / "s.jsonl", docs)
@@ -66,13 +72,13 @@ def test_sentence_level_with_one_and_two_partitions(tmp_path, partitions, gpt2):
                            append_eod=True, partitions=partitions, workers=2, chunk_bytes=16)
     stats = preprocess(cfg, gpt2)
     ds = IndexedDataset(stats.outputs[0])
-    assert stats.outputs[0].endswith("_text_sentence") and stats.skipped_empty == 1
+    assert stats.outputs[0].endswith("_text_sentence") and (stats.empty_kept, stats.empty_dropped) == (1, 0)
     sentences = ["Mr. Smith came home.", "He was tired!", "Was he?", "Yes.", "One sentence only"]
     expected = [gpt2.tokenize(s) for s in sentences]
     expected[3] += [gpt2.eod]
     expected[4] += [gpt2.eod]
     assert [ds[i].tolist() for i in range(len(ds))] == expected
-    assert ds.document_indices.tolist() == [0, 4, 5]
+    assert ds.document_indices.tolist() == [0, 4, 4, 5]
 
 
 def test_gzip_and_glob_inputs_match_plain_file(tmp_path, run_preprocess_data):
@@ -114,16 +120,18 @@ def test_bad_line_stops_with_file_and_line_and_leaves_no_pair(tmp_path, run_prep
 
 
 def test_skip_invalid_counts_and_keeps_order(tmp_path, gpt2):
-    """--skip-invalid skips and counts every kind of bad line; blank and empty documents are skipped and counted."""
+    """--skip-invalid skips and counts every kind of bad line; a blank line is skipped and counted (no document), an
+    empty text is kept as a zero-sequence document and counted, a whitespace-only text keeps its GPT-2 tokens."""
     lines = [b'{"text": "first"}\n'] + [bad for bad, _ in BAD_LINES] + [
         b"\n", b'{"text": ""}\n', b'{"text": "  \\n "}\n', b'{"text": "last"}\n']
     corpus = tmp_path / "in.jsonl"
     corpus.write_bytes(b"".join(lines))
     cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / "o"), skip_invalid=True)
     stats = preprocess(cfg, gpt2)
-    assert (stats.skipped_invalid, stats.skipped_empty, stats.documents) == (5, 3, 4)
+    assert (stats.skipped_invalid, stats.blank_lines, stats.empty_kept, stats.documents) == (5, 1, 1, 4)
     ds = IndexedDataset(stats.outputs[0])
-    assert [ds[i].tolist() for i in range(len(ds))] == [gpt2.tokenize("first"), gpt2.tokenize("last")]
+    assert [ds[i].tolist() for i in range(len(ds))] == [gpt2.tokenize(t) for t in ("first", "  \n ", "last")]
+    assert ds.document_indices.tolist() == [0, 1, 1, 2, 3]
 
 
 def test_multiple_json_keys_write_one_pair_each(tmp_path, gpt2):
@@ -206,8 +214,6 @@ def test_sentence_splitter_rules(text, sentences):
 def test_ctrl_c_leaves_no_pair(tmp_path, partitions):
     """Ctrl-C (SIGINT to the whole process group) mid-run exits 130 and leaves no output pair or temporary file."""
     import signal
-    import subprocess
-    import sys
 
     from data.conftest import PREPROCESS_TOOL
 
@@ -276,3 +282,161 @@ def test_keep_newlines_keeps_whitespace_in_sentences(tmp_path, gpt2):
                                keep_newlines=keep)
         ds = IndexedDataset(preprocess(cfg, gpt2).outputs[0])
         assert [ds[0].tolist(), ds[1].tolist()] == [gpt2.tokenize(first), gpt2.tokenize("Second one.")]
+
+
+# ----------------------------------------------------------------------------------------------- empty documents
+# Eight documents: empty ones first, last, twice in a row and whitespace-only (GPT-2 has tokens for whitespace, so
+# only --split-sentences, which finds no sentence in it, makes that one empty).
+EMPTY_TEXTS = ["", "In the beginning God created the heaven and the earth. And the earth was without form.", "", "   ",
+               "Jesus wept.", "", "Amen", ""]
+# document_indices Megatron-LM writes for them: one entry per document, repeated for a zero-sequence document.
+EMPTY_DOC_INDICES = {False: [0, 0, 1, 1, 2, 3, 3, 4, 4], True: [0, 0, 2, 2, 2, 3, 3, 4, 4]}
+
+
+def _sentence_tokens(gpt2, text: str, split: bool) -> list[list[int]]:
+    """Token lists of a text's sentences before any filtering (one "sentence" without --split-sentences)."""
+    return [gpt2.tokenize(s) for s in (split_sentences(text) if split else [text])]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["document", "sentence"])
+@pytest.mark.parametrize("append_eod", [False, True], ids=["no_eod", "eod"])
+def test_empty_documents_kept_by_default(tmp_path, gpt2, split, append_eod):
+    """By default an empty document is kept as a document of zero sequences (a repeated document_indices entry; no
+    zero-length sequence, no lone EOD even with --append-eod), with and without --split-sentences; the other
+    documents' sequences are unchanged, and the count is reported as empty_kept."""
+    corpus = write_jsonl(tmp_path / "e.jsonl", [{"text": t} for t in EMPTY_TEXTS])
+    cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / "e"), split_sentences=split,
+                           append_eod=append_eod)
+    stats = preprocess(cfg, gpt2)
+    ds = IndexedDataset(stats.outputs[0])
+    expected = []
+    for text in EMPTY_TEXTS:
+        sentences = [s for s in _sentence_tokens(gpt2, text, split) if s]
+        if sentences and append_eod:
+            sentences[-1] = sentences[-1] + [gpt2.eod]
+        expected += sentences
+    assert ds.num_documents == len(EMPTY_TEXTS) == stats.documents
+    assert ds.document_indices.tolist() == EMPTY_DOC_INDICES[split]
+    assert ds.sequence_lengths.tolist() == [len(s) for s in expected] and 0 not in ds.sequence_lengths
+    assert [ds[i].tolist() for i in range(len(ds))] == expected
+    assert (stats.empty_kept, stats.empty_dropped, stats.sequences) == (4 + split, 0, len(expected))
+
+
+def test_drop_empty_drops_them_and_keeps_the_bin(tmp_path, run_preprocess_data, gpt2):
+    """--drop-empty drops empty and whitespace-only documents (the behaviour before empty documents were kept);
+    with no whitespace-only text the .bin and the sequence lengths equal the default's and only document_indices
+    differ. The summary says how many were empty and whether they were kept or dropped."""
+    texts = [t for t in EMPTY_TEXTS if t != "   "]
+    corpus = write_jsonl(tmp_path / "e.jsonl", [{"text": t} for t in texts + ["  \n "]])
+    keep = run_preprocess_data(["--input", corpus, "--output-prefix", tmp_path / "keep", "--append-eod"])
+    drop = run_preprocess_data(["--input", corpus, "--output-prefix", tmp_path / "drop", "--append-eod",
+                                "--drop-empty"])
+    assert "empty documents: 4 kept as zero-sequence documents" in keep.stdout
+    assert "empty documents: 5 dropped (--drop-empty)" in drop.stdout
+    kept, dropped = IndexedDataset(tmp_path / "keep_text_document"), IndexedDataset(tmp_path / "drop_text_document")
+    assert kept.document_indices.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    assert dropped.document_indices.tolist() == [0, 1, 2, 3]
+    assert [dropped[i].tolist() for i in range(len(dropped))] == [
+        gpt2.tokenize(t) + [gpt2.eod] for t in texts if t]
+    # The whitespace-only last document is the only difference in tokens: drop it from the kept pair's .bin.
+    assert kept[len(kept) - 1].tolist() == gpt2.tokenize("  \n ") + [gpt2.eod]
+    bin_kept = open(tmp_path / "keep_text_document.bin", "rb").read()
+    assert bin_kept[: int(kept.sequence_pointers[-1])] == open(tmp_path / "drop_text_document.bin", "rb").read()
+    assert kept.sequence_lengths[:-1].tolist() == dropped.sequence_lengths.tolist()
+
+
+def test_empty_documents_identical_for_any_workers_and_partitions(tmp_path):
+    """Empty documents at chunk and partition edges (first, last, and a partition holding nothing else) give
+    byte-identical pairs with 1 worker, 2 workers and 3 partitions; the merge keeps the repeated boundaries."""
+    rows = [{"text": f"doc {i:02d}", "pad": ""} for i in range(30)]
+    empty = [{"text": "", "pad": "x" * 6} for _ in range(30)]  # same line length: partition 2 is all empties
+    corpus = write_jsonl(tmp_path / "e.jsonl", [empty[0], *rows[1:], *empty, *rows[:29], empty[0]])
+    outputs = []
+    for name, workers, partitions in (("w1", 1, 1), ("w2", 2, 1), ("p3", 3, 3)):
+        cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / name), append_eod=True,
+                               workers=workers, partitions=partitions, chunk_bytes=64)
+        stats = preprocess(cfg, _FailingTokenizer())
+        assert (stats.documents, stats.empty_kept) == (90, 32)
+        outputs.append(_pair_bytes(stats.outputs[0]))
+    assert outputs[0] == outputs[1] == outputs[2]
+    ds = IndexedDataset(tmp_path / "w1_text_document")
+    assert ds.document_indices.tolist() == [0, 0, *range(1, 30), *[29] * 30, *range(30, 59), 58]
+
+
+MEGATRON_LM_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    warnings.simplefilter("ignore")
+    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+    spec = json.load(open(sys.argv[1]))
+    for case in spec["cases"]:
+        builder = IndexedDatasetBuilder(case["prefix"] + ".bin", dtype=DType.optimal_dtype(spec["vocab_size"]))
+        for sentences in case["documents"]:
+            # Megatron-LM tools/preprocess_data.py (June 2023 on): Encoder.encode, then one add_document per line.
+            doc_ids, sentence_lens = [], []
+            for sentence_ids in sentences:
+                if len(sentence_ids) > 0:
+                    doc_ids.extend(sentence_ids)
+                    sentence_lens.append(len(sentence_ids))
+            if len(doc_ids) > 0 and case["append_eod"]:
+                doc_ids.append(spec["eod"])
+                sentence_lens[-1] += 1
+            builder.add_document(doc_ids, sentence_lens)
+        builder.finalize(case["prefix"] + ".idx")
+    """
+)
+
+
+@requires_mcore
+def test_empty_documents_byte_identical_to_megatron_lm(tmp_path, gpt2):
+    """With empty documents, our pair (2 workers, 2 partitions) is byte-identical to what Megatron-LM's
+    preprocess_data.py writes through megatron-core's IndexedDatasetBuilder for the same sentence tokens, with and
+    without --append-eod and --split-sentences (its encoder loop replayed verbatim; the tokens are ours)."""
+    corpus = write_jsonl(tmp_path / "e.jsonl", [{"text": t} for t in EMPTY_TEXTS])
+    cases = []
+    for split in (False, True):
+        for append_eod in (False, True):
+            cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / f"ours{split:d}{append_eod:d}"),
+                                   split_sentences=split, append_eod=append_eod, workers=2, partitions=2,
+                                   chunk_bytes=16)
+            ours = preprocess(cfg, gpt2).outputs[0]
+            cases.append({"ours": ours, "prefix": str(tmp_path / f"theirs{split:d}{append_eod:d}"),
+                          "append_eod": append_eod,
+                          "documents": [_sentence_tokens(gpt2, t, split) for t in EMPTY_TEXTS]})
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"cases": cases, "eod": gpt2.eod, "vocab_size": gpt2.vocab_size}))
+    proc = subprocess.run([sys.executable, "-c", MEGATRON_LM_SCRIPT, str(spec)], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(MCORE)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for case in cases:
+        assert _pair_bytes(case["ours"]) == _pair_bytes(case["prefix"]), case["prefix"]
+
+
+def test_kept_empty_documents_leave_gpt_and_bert_indices_unchanged(tmp_path, gpt2):
+    """Kept zero-sequence documents are invisible downstream: GPT indices (over sequences) and the BERT sample
+    index over the whole file (build_mapping skips documents without sentences) equal those of the --drop-empty
+    pair, and no BERT sample is empty."""
+    from megatron.data.bert_indices import build_bert_sample_index
+    from megatron.data.gpt_indices import build_gpt_indices
+
+    rows = []
+    for i, doc in enumerate(kjv_chapters(6)):
+        rows += [doc, {"text": ""}] if i % 2 else [{"text": ""}, doc]
+    corpus = write_jsonl(tmp_path / "e.jsonl", rows)
+    pairs = {}
+    for drop in (False, True):
+        cfg = PreprocessConfig(input=[str(corpus)], output_prefix=str(tmp_path / f"d{drop:d}"), split_sentences=True,
+                               append_eod=True, drop_empty=drop)
+        pairs[drop] = IndexedDataset(preprocess(cfg, gpt2).outputs[0])
+    kept, dropped = pairs[False], pairs[True]
+    assert kept.num_documents == 12 and dropped.num_documents == 6
+    assert kept.sequence_lengths.tolist() == dropped.sequence_lengths.tolist()
+    gpt = [build_gpt_indices(ds.sequence_lengths, np.arange(len(ds), dtype=np.int32), 64, 300, 5)
+           for ds in pairs.values()]
+    for name in gpt[0]:
+        np.testing.assert_array_equal(gpt[0][name], gpt[1][name])
+    bert = [build_bert_sample_index(np.asarray(ds.document_indices), ds.sequence_lengths, 500, 125, 0.1, 1234, 2)
+            for ds in pairs.values()]
+    np.testing.assert_array_equal(bert[0], bert[1])
+    assert len(bert[0]) >= 500 and np.all(bert[0][:, 1] > bert[0][:, 0])
