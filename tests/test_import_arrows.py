@@ -21,6 +21,8 @@ ALLOWED = {
     "training": {"config", "logging", "data", "parallel", "kernels", "data_efficiency", "model"},
     "tasks": {"config", "logging", "data", "parallel", "kernels", "data_efficiency", "model", "training"},
     "interop": {"config", "logging", "data", "parallel", "kernels", "model", "training"},
+    "reproduce": {"config", "logging", "data", "parallel", "kernels", "data_efficiency", "model", "training",
+                  "tasks"},
 }
 
 

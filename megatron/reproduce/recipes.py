@@ -93,7 +93,7 @@ SCALES: dict[str, Scale] = {
     # Seconds per case: for tests and smoke runs, not for conclusions.
     "tiny": Scale(
         name="tiny",
-        gpt=ModelScale(num_layers=4, hidden_size=32, num_attention_heads=2, seq_length=32, global_batch=4,
+        gpt=ModelScale(num_layers=4, hidden_size=32, num_attention_heads=2, seq_length=64, global_batch=4,
                        micro_batch=4, steps=16, lr=2e-3),
         bert=ModelScale(num_layers=4, hidden_size=32, num_attention_heads=2, seq_length=32, global_batch=4,
                         micro_batch=4, steps=12, lr=1e-3),
