@@ -34,7 +34,7 @@ RUN=${RUN:-runs/gpt3_125m}
   --init-method-std 0.02 --bf16 --use-distributed-optimizer \
   --data-path "$DATA_PATH" --tokenizer-type GPT2BPETokenizer --split 949,50,1 \
   --log-interval 100 --eval-interval 1000 --eval-iters 10 \
-  --save "$RUN/checkpoints" --load "$RUN/checkpoints" --save-interval 10000 \
+  --save "$RUN/checkpoints" --load "$RUN/checkpoints" --allow-missing-checkpoint --save-interval 10000 \
   --exit-signal-handler \
   --tensorboard-dir "$RUN/tensorboard" --metrics-file "$RUN/metrics.jsonl" \
   "$@"

@@ -6,8 +6,10 @@ split, seed and seq-length flags as pretrain_gpt.py, or with ``--dataset-type be
 ``--short-seq-prob``/``--bert-no-binary-head``), so sample id = position in that dataset, and writes
 DeepSpeed-named index files under ``--save-path/{metric}/``. BERT samples are analyzed unmasked (``--mask-prob`` is
 accepted and ignored: masking changes no sample's length or pairing) and their metrics count real tokens only:
-``seqlen`` is the number of non-pad tokens, ``vocab_rarity`` sums over them. A blended training set is analyzed per component,
-into ``--save-path/dataset{c}/{metric}/`` (list those paths, in blend order, in the curriculum config).
+``seqlen`` is the number of non-pad tokens, ``vocab_rarity`` sums over them. A blended training set is analyzed per
+component, into ``--save-path/dataset{c}/{metric}/`` (list those paths, in blend order, in the curriculum config).
+Each metric's reduce marker records the split's identity (data file, split, seq-length, seed, tokenizer, BERT
+sample settings; ``megatron.data_efficiency.curriculum.identity``): training refuses an analysis of another one.
 
     .venv/bin/python tools/analyze_data.py --data-path data/kjv_text_document --split 949,50,1 --seq-length 1024 \
         --metrics vocab_rarity --save-path data/analysis --num-threads 2
@@ -20,17 +22,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from megatron.config import add_dataclass_arguments, dataclass_from_namespace, dataclass_to_dict  # noqa: E402
+from megatron.config import add_dataclass_arguments, dataclass_from_namespace  # noqa: E402
 from megatron.data.bert_dataset import BertDataConfig  # noqa: E402
 from megatron.data.config import DataConfig  # noqa: E402
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer  # noqa: E402
 from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, output_prefix  # noqa: E402
+from megatron.data_efficiency.curriculum.identity import analysis_identities  # noqa: E402
 from megatron.data_efficiency.curriculum.metrics import resolve_metric  # noqa: E402
 from megatron.logging import setup_logging  # noqa: E402
 
@@ -92,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         components, tokenizer = build_train_components(data_cfg, tok_cfg, ns.seed, bert_cfg)
     except (ValueError, NotImplementedError) as e:
         parser.error(str(e))
-    identity_parts = {"data": dataclass_to_dict(data_cfg), "tokenizer": dataclass_to_dict(tok_cfg), "seed": ns.seed}
-    if bert_cfg is not None:  # GPT fingerprints stay as before, so existing GPT analyses remain valid
-        identity_parts["bert"] = dataclass_to_dict(dataclasses.replace(bert_cfg, mask_prob=0.0))
-    identity = json.dumps(identity_parts, sort_keys=True, default=str)
+    # The settings that define the analyzed split, per blend component: recorded in the reduce markers (and digested
+    # into the fingerprint) so that training refuses an analysis of another seed, split, length, data or tokenizer.
+    identities = analysis_identities(data_cfg, tok_cfg, ns.seed, bert_cfg)
+    assert len(identities) == len(components), f"{len(identities)} identity records, {len(components)} components"
     # GPT samples hold seq_length + 1 tokens (inputs and the last label); BERT samples seq_length, padded.
     sample_length = data_cfg.seq_length + (1 if bert_cfg is None else 0)
     for c, dataset in enumerate(components):
@@ -103,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"analyzing {len(dataset):,} samples{f' of blend component {c}' if len(components) > 1 else ''} "
               f"into {save}", file=sys.stderr)
         analyze(dataset, dataclasses.replace(opts, save_path=save), vocab_size=tokenizer.vocab_size, pad_id=None,
-                sample_length=sample_length, fingerprint_extra=f"{identity}|component{c}",
-                progress=not ns.no_progress)
+                sample_length=sample_length, identity=identities[c], progress=not ns.no_progress)
     if opts.task != "map":
         for metric in map(resolve_metric, opts.metrics):
             if metric.kind != "per_sample":

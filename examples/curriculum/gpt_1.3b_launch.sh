@@ -43,7 +43,8 @@ RUN=${RUN:-runs/$(basename "$CONFIG" .json)}
   --zero-stage 1 --checkpoint-activations --no-pipeline-parallel \
   --data-path "$DATA_PATH" --tokenizer-type GPT2BPETokenizer --split 949,50,1 --seed 1234 \
   --log-interval 100 --eval-interval 100 --eval-iters 10 \
-  --save "$RUN/checkpoints" --load "$RUN/checkpoints" --save-interval 10000 --exit-signal-handler \
+  --save "$RUN/checkpoints" --load "$RUN/checkpoints" --allow-missing-checkpoint --save-interval 10000 \
+  --exit-signal-handler \
   --tensorboard-dir "$RUN/tensorboard" --metrics-file "$RUN/metrics.jsonl" \
   --deepspeed --deepspeed_config "$CONFIG" \
   "$@"

@@ -15,7 +15,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -136,10 +136,42 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _non_finite_tensors(model: nn.Module, pstate: ParallelState) -> list[str]:
+    """Names of this rank's floating-point model tensors holding nan/inf; non-empty on every TP rank if on one."""
+    bad = [name for name, t in model.state_dict().items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    tp_group = getattr(pstate, "tp_group", None)  # writers of converted weights pass a view without groups
+    if tp_group is not None:
+        flag = torch.tensor([float(bool(bad))], device=next(iter(model.state_dict().values())).device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=tp_group)
+        if flag.item() and not bad:
+            bad = ["<a tensor of another tensor-parallel rank>"]
+    return bad
+
+
+def _check_before_save(root: Path, iteration: int, model: nn.Module, pstate: ParallelState, overwrite: bool) -> None:
+    bad = _non_finite_tensors(model, pstate)
+    latest = read_tracker(root)
+    if bad:
+        keep = f"{TRACKER_FILENAME} still names iteration {latest}" if latest is not None else "no checkpoint there"
+        raise FloatingPointError(
+            f"refusing to save checkpoint iteration {iteration} to {root}: {len(bad)} model tensors hold nan/inf "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the run diverged ({keep}). Lower --lr or "
+            "resume from an earlier checkpoint; keep --check-for-nan-in-loss-and-grad on (the default) to stop at "
+            "the first non-finite loss instead"
+        )
+    if isinstance(latest, int) and latest > iteration and not overwrite:
+        raise ValueError(
+            f"refusing to save iteration {iteration} to {root}: its {TRACKER_FILENAME} names the newer iteration "
+            f"{latest}, which this save would move back; save into another directory or pass --overwrite-checkpoints"
+        )
+
+
 def save_checkpoint(
     root: str | os.PathLike, iteration: int, *, model: nn.Module, optimizer: Any, scheduler: Any,
     pstate: ParallelState, train_state: dict[str, int], sampler_state: dict | None = None,
     extra_state: dict[str, dict] | None = None, config: dict | None = None, rng_tracker: Any | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write iteration ``iteration`` (collective: every rank calls it) and move the tracker to it.
 
@@ -148,10 +180,16 @@ def save_checkpoint(
         sampler_state: the training sampler's ``state_dict()``.
         extra_state: ``{name: state_dict}`` of extension objects (curriculum sampler, random-LTD scheduler).
         config: the resolved run config as a JSON-ready dict; also written to ``config.json``.
+        overwrite: allow moving the tracker back from a newer iteration (``--overwrite-checkpoints``).
     Returns:
         The final iteration directory.
+    Raises:
+        FloatingPointError: a model tensor holds nan/inf (nothing is written: a diverged run never replaces a
+            good checkpoint).
+        ValueError: the tracker names a newer iteration and ``overwrite`` is False.
     """
     root = Path(root)
+    _check_before_save(root, iteration, model, pstate, overwrite)
     final, staging = iteration_dir(root, iteration), root / f"iter_{iteration:07d}.tmp"
     if pstate.rank == 0:
         root.mkdir(parents=True, exist_ok=True)
@@ -252,11 +290,12 @@ def load_checkpoint(
     root: str | os.PathLike, *, model: nn.Module, optimizer: Any, scheduler: Any, pstate: ParallelState,
     no_load_optim: bool = False, no_load_rng: bool = False, finetune: bool = False,
     override_opt_param_scheduler: bool = False, use_checkpoint_opt_param_scheduler: bool = False,
-    rng_tracker: Any | None = None,
+    rng_tracker: Any | None = None, validate: Callable[[dict[str, Any], int | str], None] | None = None,
 ) -> LoadedCheckpoint | None:
     """Restore the latest checkpoint under ``root`` in place; None (and a log line) when there is none.
 
     ``finetune`` (and a ``release`` checkpoint) load only the model weights and restart counting at iteration 0.
+    ``validate(payload, tag)`` runs on the read payload before anything is restored (and may raise).
     """
     tag = read_tracker(root)
     if tag is None:
@@ -269,6 +308,8 @@ def load_checkpoint(
             f"checkpoint {path} was saved with tensor_model_parallel_size {payload['tensor_model_parallel_size']} "
             f"but this run uses {pstate.tp_size}; set --tensor-model-parallel-size to match (no resharding)"
         )
+    if validate is not None:
+        validate(payload, tag)
     model.load_state_dict(payload["model"], strict=True)
     if optimizer is not None:
         optimizer.reload_model_params()

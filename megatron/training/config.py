@@ -98,6 +98,9 @@ class TrainingConfig:
     """Stop with an error on a non-finite loss or gradient norm (bf16/fp32); fp16 overflows are always skipped."""
     seed: int = 1234
     """Random seed (python, numpy, torch, model-parallel RNG tracker)."""
+    torch_num_threads: int | None = None
+    """CPU intra-op threads (torch.set_num_threads); default torch's own choice, which follows the process's CPU
+    affinity. CPU runs are bit-identical only at equal thread counts (docs/fault_cases.md)."""
     eval_interval: int = 1000
     """Evaluate on the validation split every this many iterations."""
     eval_iters: int = 100
@@ -117,7 +120,19 @@ class TrainingConfig:
     save_interval: int | None = None
     """Iterations between checkpoints."""
     load: str | None = None
-    """Checkpoint directory to resume from."""
+    """Checkpoint directory to resume from; one that holds no checkpoint is an error unless
+    --allow-missing-checkpoint."""
+    allow_missing_checkpoint: bool = False
+    """Start from scratch when --load holds no checkpoint (first run of a resumable recipe). Without it a --load
+    that finds nothing is an error, so a mistyped path never trains a fresh model silently."""
+    exit_on_missing_checkpoint: bool = False
+    """Megatron's flag: stop with an error when --load holds no checkpoint; that is the default here."""
+    overwrite_checkpoints: bool = False
+    """Let this run save into a --save directory whose latest checkpoint is newer than the iteration the run starts
+    at (its saves then replace those iterations and move latest_checkpointed_iteration.txt back)."""
+    override_checkpoint_args: bool = False
+    """Resume although the checkpoint was saved with other defining arguments (architecture, tokenizer,
+    seq_length, data efficiency): the command line wins and the differences are logged."""
     no_load_optim: bool = False
     """Load model weights (and counters) but not the optimizer, loss scaler and LR schedule."""
     no_load_rng: bool = False
@@ -461,6 +476,10 @@ def check_checkpoint_flags(cfg: PretrainConfig) -> None:
         raise ValueError(f"save_interval ({t.save_interval}) must be >= 1; change --save-interval")
     if t.exit_interval is not None and t.exit_interval < 1:
         raise ValueError(f"exit_interval ({t.exit_interval}) must be >= 1; change --exit-interval")
+    if t.allow_missing_checkpoint and t.exit_on_missing_checkpoint:
+        raise ValueError("--allow-missing-checkpoint and --exit-on-missing-checkpoint contradict each other; pass one")
+    if t.torch_num_threads is not None and t.torch_num_threads < 1:
+        raise ValueError(f"torch_num_threads ({t.torch_num_threads}) must be >= 1; change --torch-num-threads")
 
 
 RULES: tuple[Callable[[PretrainConfig], None], ...] = (

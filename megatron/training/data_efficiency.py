@@ -16,10 +16,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from megatron.config import flag_name
+from megatron.config import dataclass_to_dict, flag_name
 from megatron.data.indexed_dataset import get_bin_path, get_idx_path
 from megatron.data_efficiency.config import DataEfficiencyArgs, DataEfficiencyConfig, RandomLTDConfig
 from megatron.data_efficiency.curriculum.bert_seqlen import bert_truncate, longest_real_length, padded_length
+from megatron.data_efficiency.curriculum.identity import analysis_identities
 from megatron.data_efficiency.curriculum.sampler import CurriculumSampler, build_curriculum_sampler
 from megatron.data_efficiency.curriculum.truncation import SeqlenCurriculum
 from megatron.data_efficiency.routing.random_ltd import RandomLTDController, wrap_layers
@@ -68,8 +69,10 @@ class CurriculumExtension(TrainerExtension):
 
     name = "curriculum_learning"
 
-    def __init__(self, config: DataEfficiencyConfig, seq_length: int) -> None:
+    def __init__(self, config: DataEfficiencyConfig, seq_length: int,
+                 identities: list[dict[str, Any]] | None = None) -> None:
         self.config = config
+        self.identities = identities  # of the training split, checked against each analysis (curriculum.identity)
         self.seqlen = SeqlenCurriculum.from_config(config, seq_length)
         self.sampler: CurriculumSampler | None = None
         self._pending: dict | None = None  # sampler state loaded before the sampler exists
@@ -83,7 +86,7 @@ class CurriculumExtension(TrainerExtension):
             return None
         sampler = build_curriculum_sampler(
             self.config, dataset, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
-            dp_rank=dp_rank, dp_size=dp_size,
+            dp_rank=dp_rank, dp_size=dp_size, identities=self.identities,
         )
         if self._pending is not None:
             sampler.load_state_dict(self._pending)
@@ -117,6 +120,21 @@ class CurriculumExtension(TrainerExtension):
         """``difficulty``: ``{metric: value}`` of the latest global batch (a nested object in the metrics file)."""
         return {"difficulty": dict(self._difficulties)} if self._difficulties else {}
 
+    def run_config(self) -> dict[str, Any]:
+        """The curriculum settings, without paths (the analyses are checked by their identity) and loader knobs."""
+        out: dict[str, Any] = {"seed": self.config.seed}
+        if self.config.curriculum_enabled:
+            sampling = dataclass_to_dict(self.config.data_sampling)
+            sampling.pop("num_workers", None)
+            sampling["curriculum_learning"].pop("data_cluster_path", None)
+            for metric in sampling["curriculum_learning"]["curriculum_metrics"].values():
+                metric.pop("index_to_sample_path", None)
+                metric.pop("index_to_metric_path", None)
+            out["data_sampling"] = sampling
+        if self.config.legacy_curriculum.enabled:
+            out["legacy_curriculum"] = dataclass_to_dict(self.config.legacy_curriculum)
+        return out
+
     def state_dict(self) -> dict | None:
         if self.sampler is not None:
             return {"sampler": self.sampler.state_dict()}
@@ -142,8 +160,9 @@ class BertCurriculumExtension(CurriculumExtension):
     length), rounded up to a multiple of 8. The loop counts the tokens of the shortened batches.
     """
 
-    def __init__(self, config: DataEfficiencyConfig, seq_length: int) -> None:
-        super().__init__(config, seq_length)
+    def __init__(self, config: DataEfficiencyConfig, seq_length: int,
+                 identities: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(config, seq_length, identities)
         self.seq_length = seq_length
         self._dp_group: Any = None
         self._dp_size = 1
@@ -183,6 +202,7 @@ class RandomLTDExtension(TrainerExtension):
     name = "random_ltd"
 
     def __init__(self, config: RandomLTDConfig) -> None:
+        self.config = config
         self.schedule_config = config.to_schedule_config()
         self.model_type = config.model_type
         self.controller: RandomLTDController | None = None
@@ -225,6 +245,10 @@ class RandomLTDExtension(TrainerExtension):
         ctl = self._ctl()
         seq = max(self._seqs) if self._seqs else None
         return {"ltd_kept_tokens": ctl.kept_for(seq), "consumed_layer_tokens": ctl.consumed_layer_tokens}
+
+    def run_config(self) -> dict[str, Any]:
+        """The random-LTD section (layers, schedule, model type)."""
+        return dataclass_to_dict(self.config)
 
     def state_dict(self) -> dict | None:
         return self._ctl().state_dict() if self.controller is not None else self._pending
@@ -346,7 +370,11 @@ def build_data_efficiency_extensions(cfg: PretrainConfig, family: ModelFamily = 
     extensions: list[TrainerExtension] = []
     if de.curriculum_enabled or de.legacy_curriculum.enabled:
         kind = BertCurriculumExtension if family == "bert" else CurriculumExtension
-        extensions.append(kind(de, cfg.data.seq_length))
+        identities = None
+        if de.curriculum_enabled:
+            bert = cfg.extras.get("bert") if family == "bert" else None
+            identities = analysis_identities(cfg.data, cfg.tokenizer, cfg.training.seed, bert)
+        extensions.append(kind(de, cfg.data.seq_length, identities))
     if de.random_ltd_enabled:
         extensions.append(RandomLTDExtension(de.data_routing.random_ltd))
     return extensions

@@ -4,7 +4,8 @@
 GPT and BERT scripts. The data efficiency library plugs in through :class:`TrainerExtension` objects (no flags
 inside the loop): an extension may (a) replace the training batch sampler, (b) post-process each training batch
 (sequence-length truncation changes ``s``), (c) wrap model layers and receive ``on_step_begin(iteration)``,
-(d) adjust the token count, (e) add metrics, and (f) keep state in checkpoints under its ``name``.
+(d) adjust the token count, (e) add metrics, (f) keep state in checkpoints under its ``name``, and (g) record the
+settings that define it, which a resume must keep.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from megatron.logging import get_logger, log_rank0
 from megatron.parallel.state import ParallelState
-from megatron.training.checkpointing import save_checkpoint
+from megatron.training.checkpointing import read_tracker, save_checkpoint
 from megatron.training.metrics import MetricsWriter
 from megatron.training.timers import Timers
 
@@ -88,6 +89,11 @@ class TrainerExtension:
     def load_state_dict(self, state: dict) -> None:
         """(f) Restore what :meth:`state_dict` returned."""
 
+    def run_config(self) -> dict | None:
+        """(g) JSON-ready settings that define this extension's training, saved with each checkpoint; a resume
+        with other settings (or without the extension) is refused (None: nothing to record)."""
+        return None
+
 
 @dataclass
 class TrainResult:
@@ -133,6 +139,7 @@ class _Interval:
     iters: int = 0
     applied: int = 0
     skipped: int = 0
+    nan: int = 0
     loss_sum: float = 0.0
     aux_sums: dict[str, float] = field(default_factory=dict)
     tokens: int = 0
@@ -150,8 +157,10 @@ class Trainer:
         test_stream: DataStream | None, writer: MetricsWriter, device: torch.device,
         flops_fn: Callable[[int, int], float], extensions: Sequence[TrainerExtension] = (),
         extra_stateful: Mapping[str, Stateful] | None = None, rng_tracker: Any | None = None,
+        run_record: Mapping[str, Any] | None = None,
     ) -> None:
         self.cfg, self.t = cfg, cfg.training
+        self.run_record = dict(run_record) if run_record is not None else cfg.to_dict()  # saved as "config"
         self.pstate, self.model, self.optimizer, self.scheduler = pstate, model, optimizer, scheduler
         self.forward_step, self.device, self.flops_fn = forward_step, device, flops_fn
         self.train_stream, self.valid_stream, self.test_stream = train_stream, valid_stream, test_stream
@@ -201,7 +210,8 @@ class Trainer:
         save_checkpoint(
             self.t.save, self.iteration, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             pstate=self.pstate, train_state=self.train_state(), sampler_state=sampler_state,
-            extra_state=self.extra_state(), config=self.cfg.to_dict(), rng_tracker=self.rng_tracker,
+            extra_state=self.extra_state(), config=self.run_record, rng_tracker=self.rng_tracker,
+            overwrite=self.t.overwrite_checkpoints,
         )
 
     # ---- one iteration ----------------------------------------------------------------------------------------
@@ -276,7 +286,9 @@ class Trainer:
         """Run iterations until a stop or exit condition; evaluate, log and save on their intervals."""
         interval = _Interval()
         previous_handler = self._install_signal_handler()
-        saved_at = -1
+        # A resume that has nothing left to train must not write its starting checkpoint again.
+        resumed_here = self.iteration > 0 and self.t.save and read_tracker(self.t.save) == self.iteration
+        saved_at = self.iteration if resumed_here else -1
         try:
             while not self._done():
                 for ext in self.extensions:
@@ -330,17 +342,20 @@ class Trainer:
 
     def _accumulate(self, interval: _Interval, applied: bool, loss: float, aux: dict[str, float], tokens: int,
                     flops: float, grad_norm: float | None) -> None:
+        # Skipped steps (fp16 overflow while the loss scale settles) still report their forward loss: the step is
+        # marked by skipped_iterations, not by a nan loss.
         interval.iters += 1
         interval.tokens += tokens
         interval.flops += flops
+        interval.loss_sum += loss
+        interval.nan += not math.isfinite(loss)
+        for k, v in aux.items():
+            interval.aux_sums[k] = interval.aux_sums.get(k, 0.0) + v
         if not applied:
             interval.skipped += 1
             return
         interval.applied += 1
-        interval.loss_sum += loss
         interval.grad_norm = grad_norm
-        for k, v in aux.items():
-            interval.aux_sums[k] = interval.aux_sums.get(k, 0.0) + v
 
     # ---- exit conditions --------------------------------------------------------------------------------------
     def _install_signal_handler(self) -> Any:
@@ -383,9 +398,9 @@ class Trainer:
             "iteration": self.iteration, "consumed_samples": self.consumed_samples,
             "consumed_tokens": self.consumed_tokens,
             **({"schedule_tokens": self.schedule_tokens} if self.schedule_tokens != self.consumed_tokens else {}),
-            "loss": interval.loss_sum / interval.applied if interval.applied else float("nan"),
+            "loss": interval.loss_sum / interval.iters,
             "lr": self.scheduler.lr, "grad_norm": interval.grad_norm, "global_batch_size": self.gbs,
-            "skipped_iterations": interval.skipped,
+            "skipped_iterations": interval.skipped, **({"nan_iterations": interval.nan} if interval.nan else {}),
             "step_time_s": elapsed / interval.iters, "tokens_per_s": interval.tokens / elapsed,
         }
         if self.t.fp16:
@@ -398,7 +413,7 @@ class Trainer:
         label, gb = peak_memory_gb()
         m[label] = gb
         for k, v in interval.aux_sums.items():
-            m[k] = v / interval.applied
+            m[k] = v / interval.iters
         for ext in self.extensions:
             m.update(ext.metrics())
         self.writer.log_train(m)

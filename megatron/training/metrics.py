@@ -168,11 +168,12 @@ class MetricsWriter:
         self._line({"kind": "train", **metrics})
 
     def log_eval(self, iteration: int, loss: float, split: Literal["valid", "test"], extra: dict | None = None) -> None:
-        """One evaluation: loss and perplexity ``exp(min(20, loss))`` (Megatron caps the exponent), plus the mean of
-        each loss component in ``extra`` (e.g. BERT's ``loss/lm`` and ``loss/sop``; the loss is their sum)."""
+        """One evaluation: loss and perplexity ``exp(min(20, loss))`` (Megatron caps the exponent; a nan/inf loss has
+        a nan/inf perplexity, not the cap's 4.85e8), plus the mean of each loss component in ``extra`` (e.g. BERT's
+        ``loss/lm`` and ``loss/sop``; the loss is their sum)."""
         if not self.enabled:
             return
-        ppl = math.exp(min(20.0, loss))
+        ppl = math.exp(min(20.0, loss)) if math.isfinite(loss) else loss
         prefix = "val" if split == "valid" else "test"
         name = "validation" if split == "valid" else "test"
         if len(extra or {}) > 1:  # a sum of losses (BERT: masked LM + next sentence): no single perplexity

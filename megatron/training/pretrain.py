@@ -2,8 +2,8 @@
 
 The entry scripts (``pretrain_gpt.py``) supply the model-specific providers; this module owns the order of
 construction (Megatron's): validate -> process groups -> seeds -> tokenizer/padded vocab -> model -> extensions
-wrap it -> optimizer and LR schedule -> checkpoint load -> datasets and samplers (resumed from the consumed
-samples) -> train -> test.
+wrap it -> optimizer and LR schedule -> checkpoint load (guarded by ``resume``) -> datasets and samplers (resumed
+from the consumed samples) -> train -> validation (unless the last iteration was just evaluated) -> test.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -28,6 +29,7 @@ from megatron.training.loop import Batch, DataStream, ForwardStep, Stateful, Tra
 from megatron.training.lr_schedule import OptimizerParamScheduler
 from megatron.training.metrics import MetricsWriter
 from megatron.training.optimizer import AdamWSettings, MegatronOptimizer
+from megatron.training.resume import check_resume, check_save_target, missing_checkpoint_error, run_record
 
 __all__ = ["pretrain", "ModelProvider", "DatasetsProvider", "CollateFn"]
 
@@ -124,18 +126,50 @@ def _load(cfg: PretrainConfig, trainer: Trainer, extensions: Sequence[TrainerExt
           extra_stateful: Mapping[str, Stateful]) -> None:
     t = cfg.training
     root, finetune = _checkpoint_to_load(cfg)
+    if read_tracker(root) is None:
+        if not t.allow_missing_checkpoint:
+            raise missing_checkpoint_error(root)
+        log_rank0(logger, "--load %s holds no checkpoint: training from scratch (--allow-missing-checkpoint)", root)
+        return
+    consumers = [*extra_stateful, *(e.name for e in extensions)]
+
+    def validate(payload: dict, tag: int | str) -> None:
+        check_resume(payload.get("config"), trainer.run_record, extra_state_names=list(payload["extra_state"] or {}),
+                     consumers=consumers, finetune=finetune or tag == "release",
+                     override=t.override_checkpoint_args, where=f"checkpoint {root} (iteration {tag})")
+
     loaded = load_checkpoint(
         root, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
         pstate=trainer.pstate, no_load_optim=t.no_load_optim, no_load_rng=t.no_load_rng, finetune=finetune,
         override_opt_param_scheduler=t.override_opt_param_scheduler,
         use_checkpoint_opt_param_scheduler=t.use_checkpoint_opt_param_scheduler, rng_tracker=trainer.rng_tracker,
+        validate=validate,
     )
-    if loaded is None:
-        return
+    assert loaded is not None, f"{root} lost its checkpoint while loading"
     trainer.restore_train_state(loaded.train_state, loaded.iteration)
     for name, obj in {**extra_stateful, **{e.name: e for e in extensions}}.items():
         if name in loaded.extra_state:
             obj.load_state_dict(loaded.extra_state[name])
+
+
+def _set_threads(cfg: PretrainConfig) -> None:
+    """Pin the CPU intra-op thread count if asked, and log it: on CPU it decides bit-reproducibility (LayerNorm
+    weight gradients and large reductions sum per-thread partial results)."""
+    if cfg.training.torch_num_threads is not None:
+        torch.set_num_threads(cfg.training.torch_num_threads)
+    log_rank0(logger, "> torch intra-op threads: %d%s", torch.get_num_threads(),
+              "" if cfg.training.torch_num_threads is not None else " (not pinned: --torch-num-threads N)")
+
+
+def _finish(cfg: PretrainConfig, trainer: Trainer, result: TrainResult) -> None:
+    """After a finished run: the validation split (unless the last iteration was just evaluated), then the test
+    split, as Megatron does."""
+    if result.exit_reason != "finished":
+        return
+    if trainer.iteration not in result.val_losses:
+        trainer.evaluate("valid")
+    if not cfg.training.skip_test:
+        trainer.evaluate("test")
 
 
 def pretrain(
@@ -159,8 +193,10 @@ def pretrain(
     cfg.validate(world_size=dist.get_world_size() if not owns_group else None)
     pstate = initialize_distributed(cfg.parallel)
     writer = None
+    threads = torch.get_num_threads()  # restored on return: --torch-num-threads must not leak into the caller
     try:
         log_rank0(logger, "%s", format_config(cfg))
+        _set_threads(cfg)
         set_random_seeds(cfg.training.seed, pstate)
         device = current_device()
         tokenizer = build_tokenizer(cfg.tokenizer)
@@ -179,9 +215,12 @@ def pretrain(
             forward_step=forward_step, train_stream=None, valid_stream=None, test_stream=None, writer=writer,
             device=device, flops_fn=lambda b, s: num_floating_point_operations(cfg.model, b, s, vocab),
             extensions=extensions, extra_stateful=extra_stateful, rng_tracker=getattr(model, "rng_tracker", None),
+            run_record=run_record(cfg, extensions),
         )
         if cfg.training.load:
             _load(cfg, trainer, extensions, extra_stateful or {})
+        if cfg.training.save:
+            check_save_target(cfg.training.save, trainer.iteration, cfg.training.overwrite_checkpoints)
         train_ds, valid_ds, test_ds = _build_datasets(cfg, datasets_provider, tokenizer)
 
         def collate(samples: list) -> Batch:
@@ -192,10 +231,10 @@ def pretrain(
         trainer.valid_stream = _eval_stream(cfg, valid_ds, pstate, trainer.consumed_valid_samples, collate)
         trainer.test_stream = _eval_stream(cfg, test_ds, pstate, 0, collate)
         result = trainer.train()
-        if result.exit_reason == "finished" and not cfg.training.skip_test:
-            trainer.evaluate("test")
+        _finish(cfg, trainer, result)
         return result
     finally:
+        torch.set_num_threads(threads)
         if writer is not None:
             writer.close()
         if owns_group and dist.is_available() and dist.is_initialized():

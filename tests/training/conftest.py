@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,19 @@ import pytest
 from data.conftest import kjv_chapters, preprocess_data, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread_fixtures():
+    """One intra-op thread from the start of the session: module- and session-scoped fixtures that train (a
+    pretrained checkpoint, say) run before the suite's per-test one-thread fixture, and a run at the machine's
+    default thread count is not bit-identical to the same run inside a test (docs/fault_cases.md)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def load_entry_script(name: str = "pretrain_gpt.py") -> ModuleType:
@@ -109,3 +123,16 @@ def read_metrics(path: Path) -> list[dict]:
     """Records of a ``--metrics-file``."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
+
+
+@pytest.fixture
+def megatron_logs(caplog):
+    """``caplog`` that also sees the ``megatron`` loggers (``setup_logging`` stops them propagating to the root),
+    at INFO."""
+    logger = logging.getLogger("megatron")
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.INFO)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

@@ -3,6 +3,7 @@
 Pins: the curriculum never trains on a sample above its difficulty and logs ``difficulty``; seqlen truncation is
 counted in ``consumed_tokens``; CL + random-LTD resume exactly mid-schedule; random-LTD kept tokens follow the
 schedule with data tokens and schedule (layer-averaged) tokens counted apart; bad configs fail before training;
+an analysis of another split (seed, seq-length, split) is refused, settings that keep the split are not;
 a weighted blend is curriculum-sampled per component with its weights held, at DP=1 and DP=2 alike.
 The helpers here (analysis fixture, config builders) are shared with ``tests/e2e/test_data_efficiency_golden.py``.
 """
@@ -10,6 +11,7 @@ The helpers here (analysis fixture, config builders) are shared with ``tests/e2e
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -289,15 +291,55 @@ def test_bad_configs_fail_before_training(case, make, cl, ltd, message, tiny_cor
         pg.main(gpt_args(tiny_corpus, **flags))
 
 
-def test_analysis_of_another_dataset_is_rejected(tiny_corpus, kjv_analysis, tmp_path):
-    """An analysis whose sample count differs from the one-epoch training dataset (here: analyzed at seq 32,
-    trained at seq 16) is refused with the file and both lengths."""
-    flags = de_args(tmp_path / "ds.json", de_config({"vocab_rarity": vocab_rarity_metric(kjv_analysis)}))
+IDENTITY_CASES = [
+    ("seed", dict(seed=4321), r"seed: analysis 1234, this run 4321\).*--seed"),
+    ("seq_length", dict(seq_length=16), r"seq_length: analysis 32, this run 16\).*--seq-length"),
+    ("split", dict(split="80,10,10"), r"split: analysis \[0\.9, 0\.08, 0\.02\], this run \[0\.8, 0\.1, 0\.1\]"),
+]
+
+
+@pytest.mark.parametrize("case,flags,message", IDENTITY_CASES, ids=[c[0] for c in IDENTITY_CASES])
+def test_analysis_of_another_split_is_rejected(case, flags, message, tiny_corpus, kjv_analysis, tmp_path):
+    """An analysis made with another --seed (same sample count: only the order differs), --seq-length or --split
+    than the training run is refused through pretrain_gpt.py, naming the setting with both values and its flag."""
+    de = de_args(tmp_path / "ds.json", de_config({"vocab_rarity": vocab_rarity_metric(kjv_analysis)}))
+    argv = gpt_args(tiny_corpus, train_iters=2, lr_warmup_iters=1, eval_iters=0, **{**de, **flags})
+    with pytest.raises(ValueError, match=r"vocab_rarity_index_to_sample_percentile_merged was analyzed for another "
+                                         r"training split \(" + message):
+        load_entry_script().main(argv)
+
+
+def test_settings_that_keep_the_split_do_not_reject_the_analysis(tiny_corpus, kjv_analysis, tmp_path):
+    """Settings that change batches or loading but not the analyzed samples - loader workers, an explicit
+    --train-data-exact-num-epochs 1 (the analyzer forces it), loss/attention masks, another index cache
+    directory and a copy of the vocabulary elsewhere - do not make a false mismatch."""
+    de = de_args(tmp_path / "ds.json", de_config({"vocab_rarity": vocab_rarity_metric(kjv_analysis)}))
+    vocab = tmp_path / "moved" / "vocab.json"
+    vocab.parent.mkdir()
+    vocab.write_bytes(Path(tiny_corpus["vocab_file"]).read_bytes())
+    result = load_entry_script().main(gpt_args(
+        tiny_corpus, train_iters=2, lr_warmup_iters=1, eval_iters=0, num_workers=0, train_data_exact_num_epochs=1,
+        eod_mask_loss=True, reset_position_ids=True, data_cache_path=tmp_path / "cache", vocab_file=vocab, **de))
+    assert result.iteration == 2
+
+
+def test_analysis_without_identity_warns_and_keeps_the_sample_count_check(tiny_corpus, kjv_analysis, tmp_path,
+                                                                          megatron_logs):
+    """An analysis made before identities were recorded is accepted with a warning that it cannot be checked; a
+    sample count that differs from the one-epoch training dataset is still refused with the file and both counts."""
+    old = tmp_path / "old_analysis"
+    shutil.copytree(kjv_analysis, old)
+    for marker in old.glob("*/*_reduce.done.json"):
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        del record["identity"]
+        marker.write_text(json.dumps(record), encoding="utf-8")
+    de = de_args(tmp_path / "ds.json", de_config({"vocab_rarity": vocab_rarity_metric(old)}))
+    load_entry_script().main(gpt_args(tiny_corpus, train_iters=2, lr_warmup_iters=1, eval_iters=0, **de))
+    assert "predates identity records" in megatron_logs.text
     with pytest.raises(ValueError, match=r"vocab_rarity_index_to_sample_percentile_merged: lists \d+ samples but the "
                                          r"training dataset has \d+"):
         load_entry_script().main(gpt_args(tiny_corpus, seq_length=16, train_iters=2, lr_warmup_iters=1, eval_iters=0,
-                                            **flags))
-
+                                          **de))
 
 
 @pytest.mark.parametrize("kind", ["legacy_seqlen", "seqlen_reshape"])

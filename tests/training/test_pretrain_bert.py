@@ -321,6 +321,15 @@ def test_bert_curriculum_never_exceeds_difficulty_and_trims_padding(tiny_bert_co
     assert result.consumed_tokens == sum(r["shapes"]["tokens"][0] * r["shapes"]["tokens"][1] for r in spy.records)
 
 
+def test_bert_analysis_of_other_sample_settings_is_rejected(tiny_bert_corpus, bert_analysis, tmp_path):
+    """A BERT analysis made with another --short-seq-prob than training (samples of other lengths at the same
+    positions) is refused through pretrain_bert.py with both values, before training."""
+    flags = de_args(tmp_path / "ds.json", de_config({"seqlen": value_metric(bert_analysis, "seqlen", 16, BERT_SEQ)}))
+    with pytest.raises(ValueError, match=r"seqlen_index_to_sample was analyzed for another training split "
+                                         r"\(bert\.short_seq_prob: analysis 0\.5, this run 0\.1\).*--short-seq-prob"):
+        load_entry_script("pretrain_bert.py").main(bert_args(tiny_bert_corpus, eval_iters=0, **flags))
+
+
 def test_bert_seqlen_truncate_cuts_every_field_to_the_difficulty(tiny_bert_corpus, bert_analysis, tmp_path,
                                                                  monkeypatch):
     """``seqlen_truncate`` (16 -> 64 positions) with a vocab-rarity curriculum: tokens, types, labels, loss mask

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ __all__ = [
     "read_flat",
     "load_metric_value",
     "dataset_fingerprint",
+    "reduce_marker_path",
     "split_range",
 ]
 
@@ -105,6 +106,13 @@ def _worker_marker(save_path: str, metric: str, worker: int) -> str:
 
 def _reduce_marker(save_path: str, metric: str) -> str:
     return os.path.join(save_path, metric, f"{metric}_reduce.done.json")
+
+
+def reduce_marker_path(index_prefix: str) -> str:
+    """The reduce marker beside an output prefix ``{save_path}/{metric}/{metric}_{suffix}`` (it records the
+    fingerprint, the sample count and, from tools/analyze_data.py, the identity of the analyzed split)."""
+    metric_dir = os.path.dirname(os.path.abspath(index_prefix))
+    return _reduce_marker(os.path.dirname(metric_dir), os.path.basename(metric_dir))
 
 
 def _write_json_atomic(path: str, obj: dict[str, Any]) -> None:
@@ -398,7 +406,8 @@ def write_metric_index(save_path: str, name: str, values: np.ndarray) -> dict[st
     return {"num_distinct_values": len(distinct), "min": int(distinct[0]), "max": int(distinct[-1])}
 
 
-def _reduce_one(save_path: str, metric: Metric, num_workers: int, num_samples: int, fingerprint: str) -> None:
+def _reduce_one(save_path: str, metric: Metric, num_workers: int, num_samples: int, fingerprint: str,
+                identity: Mapping[str, Any] | None = None) -> None:
     markers = _check_markers(save_path, metric, num_workers, num_samples, fingerprint)
     if metric.kind == "per_sample":
         parts = []
@@ -429,19 +438,21 @@ def _reduce_one(save_path: str, metric: Metric, num_workers: int, num_samples: i
         stats = {"length": len(total), "sum": int(total.sum())}
     _write_json_atomic(_reduce_marker(save_path, metric.name), {
         "version": _MARKER_VERSION, "metric": metric.name, "kind": metric.kind, "fingerprint": fingerprint,
-        "num_samples": num_samples, **stats,
+        "num_samples": num_samples, **stats, **({"identity": dict(identity)} if identity is not None else {}),
     })
     logger.info("reduced %s over %d samples: %s", metric.name, num_samples, stats)
 
 
 def run_reduce(metrics: Sequence[Metric], save_path: str, *, num_workers: int, num_samples: int,
-               fingerprint: str) -> None:
-    """Merge every worker's map outputs into the final files; ValueError if any map output is missing."""
+               fingerprint: str, identity: Mapping[str, Any] | None = None) -> None:
+    """Merge every worker's map outputs into the final files; ValueError if any map output is missing.
+
+    ``identity`` (the analyzed split's settings, see ``curriculum.identity``) is stored in each reduce marker."""
     for m in metrics:
         marker = _reduce_marker(save_path, m.name)
         if os.path.exists(marker):
             os.remove(marker)  # outputs are being replaced: not complete until the new marker lands
-        _reduce_one(save_path, m, num_workers, num_samples, fingerprint)
+        _reduce_one(save_path, m, num_workers, num_samples, fingerprint, identity)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -482,15 +493,18 @@ def _plan(opts: AnalyzerOptions, save_path: str, fingerprint: str) -> list[Metri
 
 def analyze(dataset: Any, opts: AnalyzerOptions, *, vocab_size: int | None, pad_id: int | None = None,
             sample_length: int | None = None, fingerprint_extra: str = "", progress: bool = True,
-            poll_s: float = 1.0) -> None:
+            poll_s: float = 1.0, identity: Mapping[str, Any] | None = None) -> None:
     """Analyze ``dataset`` (sample id = position in it) as ``opts`` says; see the module docstring.
 
     With ``task='both'``, metrics run in dependency passes (total_vocab_freq before vocab_rarity). With several
     workers, worker 0 reduces once every worker's done-marker is there, and the others wait for that reduce
-    before a dependent pass; all of this goes through the shared ``save_path``.
+    before a dependent pass; all of this goes through the shared ``save_path``. ``identity`` (JSON-ready) is
+    recorded in the reduce markers and, when ``fingerprint_extra`` is empty, is what the fingerprint digests.
     """
     save_path = opts.save_path
     os.makedirs(save_path, exist_ok=True)
+    if identity is not None and not fingerprint_extra:
+        fingerprint_extra = json.dumps(identity, sort_keys=True)
     fp = dataset_fingerprint(dataset, fingerprint_extra)
     n = len(dataset)
     ctx = MetricContext(vocab_size=vocab_size, pad_id=pad_id, sample_length=sample_length,
@@ -509,7 +523,8 @@ def analyze(dataset: Any, opts: AnalyzerOptions, *, vocab_size: int | None, pad_
                 _wait_for(lambda: [w for m in ready for w in range(opts.num_workers)
                                    if not os.path.exists(_worker_marker(save_path, m.name, w))],
                           opts.wait_timeout_s, "map workers", poll_s)
-            run_reduce(ready, save_path, num_workers=opts.num_workers, num_samples=n, fingerprint=fp)
+            run_reduce(ready, save_path, num_workers=opts.num_workers, num_samples=n, fingerprint=fp,
+                       identity=identity)
         remaining = [m for m in remaining if m not in ready]
         if remaining and opts.task == "both" and opts.worker_id != 0:
             _wait_for(lambda: [m.name for m in ready if not _is_reduced(save_path, m.name, fp)],

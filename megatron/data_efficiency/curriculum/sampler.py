@@ -19,6 +19,7 @@ import numpy as np
 
 from megatron.data_efficiency.config import CurriculumMetricConfig, DataEfficiencyConfig, DifficultyType
 from megatron.data_efficiency.curriculum.analyzer import read_flat
+from megatron.data_efficiency.curriculum.identity import check_analysis_identity
 from megatron.data_efficiency.curriculum.scheduler import CustomSchedule, DifficultySchedule
 from megatron.logging import get_logger
 
@@ -531,14 +532,22 @@ def _blend_structure(dataset: Any) -> DatasetLayout:
 def build_curriculum_sampler(config: DataEfficiencyConfig, dataset: Any, *, global_batch_size: int,
                              micro_batch_size: int, dp_rank: int = 0, dp_size: int = 1,
                              custom_schedules: Mapping[str, CustomSchedule] | None = None,
-                             auto_commit: bool = True) -> CurriculumSampler:
+                             auto_commit: bool = True,
+                             identities: Sequence[Mapping[str, Any]] | None = None) -> CurriculumSampler:
     """Load every schedule-based metric's analysis files for ``dataset`` (one set per blend component) and build
     the sampler. ``dataset`` is the training dataset built for exactly one epoch, as analyzed.
 
+    ``identities`` (one per component, ``curriculum.identity.analysis_identities`` of the training config) are
+    compared with what each analysis recorded, so an analysis of another seed, split, length or data is refused
+    even when its sample count happens to match.
+
     Raises:
-        ValueError: a metric file does not match the dataset, or the first difficulties admit no sample.
+        ValueError: a metric file does not match the dataset or the identity, or the first difficulties admit no
+            sample.
     """
     layout = _blend_structure(dataset)
+    assert identities is None or len(identities) == len(layout.component_sizes), (
+        f"{len(identities or [])} identity records for {len(layout.component_sizes)} dataset components")
     metrics = config.data_sampling.curriculum_learning.sampling_metrics
     indexes: list[list[MetricIndex]] = [[] for _ in layout.component_sizes]
     key = "data_efficiency.data_sampling.curriculum_learning.curriculum_metrics"
@@ -548,6 +557,8 @@ def build_curriculum_sampler(config: DataEfficiencyConfig, dataset: Any, *, glob
         except ValueError as e:
             raise ValueError(f"{key}.{name}.{e}") from None
         for c, (samples, values) in enumerate(paths):
+            if identities is not None:
+                check_analysis_identity(samples, identities[c], f"{key}.{name}.index_to_sample_path")
             indexes[c].append(MetricIndex.load(name, m, samples, values, layout.component_sizes[c]))
     return CurriculumSampler(config, layout, indexes, global_batch_size=global_batch_size,
                              micro_batch_size=micro_batch_size, dp_rank=dp_rank, dp_size=dp_size,
