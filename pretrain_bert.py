@@ -11,6 +11,7 @@ padding mask gathered at them).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Sequence
 
@@ -75,6 +76,8 @@ def check_bert_config(cfg: PretrainConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> TrainResult:
     """Parse flags, then train; returns the run's counters and losses.
 
+    User mistakes raise ValueError / NotImplementedError (the command line prints them as one ``error:`` line).
+
     The data-efficiency config (``--deepspeed_config``) is checked against a BERT model here, before any process
     group exists: random-LTD must be ``model_type: "encoder"``.
     """
@@ -86,4 +89,9 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ValueError, NotImplementedError) as exc:  # user mistakes: one line, once (rank 0), no traceback
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises the same error
+            print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -7,6 +7,7 @@ Launch on one process with ``python pretrain_gpt.py ...`` or on several with
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Sequence
 
@@ -50,6 +51,8 @@ def forward_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor,
 def main(argv: Sequence[str] | None = None) -> TrainResult:
     """Parse flags, then train; returns the run's counters and losses.
 
+    User mistakes raise ValueError / NotImplementedError (the command line prints them as one ``error:`` line).
+
     ``--deepspeed_config FILE`` with ``--data-efficiency-curriculum-learning`` / ``--random-ltd`` turns on the data
     efficiency library; its config is checked here, before any process group exists.
     """
@@ -60,4 +63,9 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ValueError, NotImplementedError) as exc:  # user mistakes: one line, once (rank 0), no traceback
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises the same error
+            print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

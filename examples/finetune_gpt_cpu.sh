@@ -7,8 +7,8 @@
 #   bash examples/finetune_gpt_cpu.sh [baseline|ltd] [extra pretrain_gpt.py flags]
 #
 # --finetune loads the weights only (fresh optimizer, LR schedule and iteration count). Rerunning the same command
-# after an interruption resumes the fine-tuning run from its own --save directory. Outputs: runs/finetune_gpt_MODE/
-# (checkpoints, metrics.jsonl, perplexity.json); the previous run's directory is replaced.
+# after an interruption resumes the fine-tuning run from its own --save directory (delete runs/finetune_gpt_MODE/
+# to start over). Outputs: runs/finetune_gpt_MODE/ (checkpoints, metrics.jsonl, perplexity.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -33,7 +33,9 @@ open("data/shakespeare_heldout.txt", "w", encoding="utf-8").write(last["text"][:
 PYEOF
 DE_FLAGS=()
 [ "$MODE" = ltd ] && DE_FLAGS=(--deepspeed --deepspeed_config examples/quickstart/ltd.json --random-ltd)
-rm -rf "$RUN"
+if [ -e "$RUN/checkpoints" ]; then
+  echo "finetune_gpt_cpu: continuing the fine-tuning run in $RUN/ (delete that directory to start over)"
+fi
 "$PY" pretrain_gpt.py --finetune --load "$PRETRAINED" --save "$RUN/checkpoints" --save-interval 50 \
   --num-layers 4 --hidden-size 256 --num-attention-heads 4 --max-position-embeddings 128 \
   --data-path data/shakespeare_text_document --tokenizer-type GPT2BPETokenizer --split 98,2,0 \

@@ -47,6 +47,9 @@ if [ "$MODE" = cl ] && [ ! -f data/analysis_bert/done ]; then
   touch data/analysis_bert/done
 fi
 
+if [ -e "$RUN" ]; then
+  echo "pretrain_bert_cpu: replacing the previous run in $RUN/; copy it elsewhere first to keep it"
+fi
 rm -rf "$RUN"
 "$PY" pretrain_bert.py \
   --num-layers 4 --hidden-size 256 --num-attention-heads 4 --max-position-embeddings 128 \
@@ -69,3 +72,9 @@ for r in rows:
         parts = f"lm {lm:.3f}" + (f"  sop {sop:.3f}" if sop is not None else "")
         print(f"  {r['kind']:5s} iteration {r['iteration']:4d}: {parts}")
 PYEOF
+
+echo
+echo "outputs of this run (replaced by the next run of this mode):"
+echo "  checkpoints: $RUN/checkpoints/"
+echo "  metrics:     $RUN/metrics.jsonl"
+echo "  tensorboard: $RUN/tensorboard/   (tensorboard --logdir $RUN/tensorboard)"

@@ -75,6 +75,9 @@ if [[ "$MODE" == cl* ]] && [ ! -f "$ANALYSIS/done" ]; then
   touch "$ANALYSIS/done"
 fi
 
+if [ -e "$RUN" ]; then
+  echo "quickstart: replacing the previous run in $RUN/ (checkpoints, metrics, TensorBoard events); copy it elsewhere first to keep it"
+fi
 rm -rf "$RUN"
 "$PY" pretrain_gpt.py \
   --num-layers 4 --hidden-size 256 --num-attention-heads 4 \
@@ -103,3 +106,9 @@ for r in rows:
         key = "val_loss" if r["kind"] == "valid" else "test_loss"
         print(f"  {r['kind']:5s} iteration {r['iteration']:4d}: loss {r[key]:.3f}")
 PYEOF
+
+echo
+echo "outputs of this run (replaced by the next run of this mode):"
+echo "  checkpoints: $RUN/checkpoints/"
+echo "  metrics:     $RUN/metrics.jsonl"
+echo "  tensorboard: $RUN/tensorboard/   (tensorboard --logdir $RUN/tensorboard)"

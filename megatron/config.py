@@ -9,6 +9,8 @@ Field metadata understood here (``dataclasses.field(metadata=...)``):
   * ``negative_aliases``: (booleans) extra spellings that set the field False, e.g. ``["--bert-no-binary-head"]``.
   * ``nargs``: forwarded to argparse (lists default to ``"+"``).
   * ``cli``: ``False`` keeps the field off the command line (derived fields).
+
+Help texts end in ``(default: X)``, the dataclass default, since the parser's own defaults are ``SUPPRESS``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,40 @@ def _scalar_parser(tp: Any):
     raise TypeError(f"unsupported config field type {tp!r}")
 
 
+def _default_text(value: Any) -> str:
+    """How a dataclass default reads on the command line: enums by value, lists space-separated, dicts as JSON."""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, (list, tuple)):
+        return " ".join(_default_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, str) and (not value or " " in value):
+        return repr(value)
+    return str(value)
+
+
+def _with_default(help_text: str, f: dataclasses.Field, tp: Any) -> str:
+    """``help_text`` plus ``(default: X)`` for the field's dataclass default.
+
+    The parser's own defaults are ``argparse.SUPPRESS`` (an absent flag keeps the dataclass default), so argparse
+    cannot show them. Left out: required fields, ``None`` (the docstring says what absence means) and ``False`` of
+    a switch (off unless given).
+    """
+    if get_origin(tp) is dict:
+        help_text += " (JSON)"
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return help_text
+    if value is None or (tp is bool and value is False):
+        return help_text
+    suffix = f"(default: {_default_text(value)})"
+    return f"{help_text} {suffix}" if help_text else suffix
+
+
 def add_dataclass_arguments(
     parser: argparse.ArgumentParser, cls: type, *, title: str | None = None, exclude: Sequence[str] = ()
 ) -> argparse._ArgumentGroup:
@@ -115,8 +151,8 @@ def add_dataclass_arguments(
             continue
         tp, _optional = _unwrap_optional(hints[f.name])
         flags = [flag_name(f.name), *f.metadata.get("aliases", ())]
-        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse %-formats help strings
-        default = argparse.SUPPRESS  # absent flags keep the dataclass default
+        help_text = _with_default(docs.get(f.name, ""), f, tp).replace("%", "%%")  # argparse %-formats help
+        default = argparse.SUPPRESS  # absent flags keep the dataclass default (so help shows it in the text)
         if tp is bool:
             group.add_argument(*flags, dest=f.name, action="store_true", default=default, help=help_text)
             negatives = (["--no-" + f.name.replace("_", "-")] if f.default is True else [])
@@ -137,7 +173,7 @@ def add_dataclass_arguments(
             )
             continue
         if origin is dict:
-            group.add_argument(*flags, dest=f.name, type=json.loads, default=default, help=help_text + " (JSON)")
+            group.add_argument(*flags, dest=f.name, type=json.loads, default=default, help=help_text)
             continue
         kind, choices = _scalar_parser(tp)
         group.add_argument(*flags, dest=f.name, type=kind, choices=choices, default=default, help=help_text)

@@ -6,12 +6,15 @@ and keep Megatron's spellings, e.g.::
     python tools/preprocess_data.py --input corpus.jsonl --output-prefix data/kjv --append-eod --workers 2
 
 Empty documents are kept as documents of zero sequences, byte-identical to Megatron-LM; ``--drop-empty`` drops them.
-The summary printed at the end counts them.
+The summary printed at the end counts them. An input without any document, a truncated ``.gz`` and bad lines are
+errors (exit 2); Ctrl-C (exit 130) and SIGTERM (exit 143) stop the run; none of them leaves an output or a temporary
+file behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
@@ -50,6 +53,15 @@ def summary(stats: PreprocessStats, drop_empty: bool = False) -> str:
     return "\n".join(lines)
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, so the ``finally`` blocks that delete temporary files run (BaseException: no
+    ``except Exception`` swallows it)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     setup_logging()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)  # e.g. a scheduler's kill: clean up, then exit
     try:
         cfg = dataclass_from_namespace(PreprocessConfig, args)
         tokenizer = build_tokenizer(dataclass_from_namespace(TokenizerConfig, args))
@@ -67,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM); no output was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(summary(stats, cfg.drop_empty))
     return 0
 

@@ -290,8 +290,9 @@ def build_bert_datasets(
             ``train_data_exact_num_epochs``.
         bert_cfg: masking and sample construction.
         tokenizer: WordPiece tokenizer (``cls``, ``sep``, ``pad``, ``mask``, ``inv_vocab``, ``unique_identifiers``).
-        train_valid_test_num_samples: requested samples per split; a split with 0 (and no exact epochs) or an
-            empty share of ``split`` is None. Datasets hold at least the requested number of samples.
+        train_valid_test_num_samples: requested samples per split; a split with 0 (and no exact epochs) is None
+            (it is not used), a used split must get documents from ``split``. Datasets hold at least the requested
+            number of samples.
         seed: ``--seed``.
 
     Returns:
@@ -301,4 +302,5 @@ def build_bert_datasets(
         raise ValueError(f"seq_length ({data_cfg.seq_length}) must be >= {MIN_BERT_SEQ_LENGTH} for BERT: [CLS], "
                          f"two [SEP] and a target of at least 2 tokens")
     factory = _BertFactory(data_cfg, bert_cfg, tokenizer, seed)
-    return build_datasets(data_cfg, factory, train_valid_test_num_samples)
+    return build_datasets(data_cfg, factory, train_valid_test_num_samples,
+                          vocab_size=getattr(tokenizer, "vocab_size", None))

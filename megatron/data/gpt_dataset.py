@@ -205,15 +205,18 @@ def build_gpt_datasets(
 
     Args:
         cfg: the data config (``data_path`` + ``split``, or per-split paths, or ``mock_data``).
-        tokenizer: its ``unique_identifiers`` enter the cache key; mock data also uses ``vocab_size``/``eod``.
-        train_valid_test_num_samples: requested samples per split; a split with 0 (and no exact epochs) or an
-            empty share of ``split`` is None. Datasets hold at least the requested number of samples.
+        tokenizer: its ``unique_identifiers`` enter the cache key; every file's token ids must be below its
+            ``vocab_size``; mock data also uses ``vocab_size``/``eod``.
+        train_valid_test_num_samples: requested samples per split; a split with 0 (and no exact epochs) is None
+            (it is not used), a used split must get documents from ``split``. Datasets hold at least the requested
+            number of samples.
         seed: shuffle seed (``--seed``).
 
     Returns:
         ``GPTDataset`` for a single prefix, ``BlendedDataset`` (``.datasets``, ``.weights``) for a weighted blend.
     """
-    return build_datasets(cfg, _GPTFactory(cfg, tokenizer, seed), train_valid_test_num_samples)
+    return build_datasets(cfg, _GPTFactory(cfg, tokenizer, seed), train_valid_test_num_samples,
+                          vocab_size=getattr(tokenizer, "vocab_size", None))
 
 
 class _GPTFactory:

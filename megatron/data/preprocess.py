@@ -28,6 +28,7 @@ import shutil
 import signal
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -189,7 +190,22 @@ def _open_binary(path: str):
 
 
 def _read_chunks(span: _Span, chunk_bytes: int) -> Iterator[tuple[str, int, list[bytes]]]:
-    """Yield ``(path, byte offset of the first line, lines)`` for the lines starting inside ``span``."""
+    """Yield ``(path, byte offset of the first line, lines)`` for the lines starting inside ``span``.
+
+    Raises:
+        ValueError: naming the file when a ``.gz`` input is truncated or corrupt (gzip's own EOFError/BadGzipFile
+            name no file).
+    """
+    try:
+        yield from _read_span(span, chunk_bytes)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(
+            f"{span.path}: truncated or corrupt gzip file ({type(err).__name__}: {err}); re-download or re-compress "
+            "it (gzip -t checks a file)"
+        ) from None
+
+
+def _read_span(span: _Span, chunk_bytes: int) -> Iterator[tuple[str, int, list[bytes]]]:
     with _open_binary(span.path) as f:
         offset = span.start
         if offset > 0:
@@ -341,6 +357,7 @@ _WORKER_ENCODER: _Encoder | None = None
 def _init_worker(cfg: PreprocessConfig, tokenizer: Any, dtype: np.dtype) -> None:
     global _WORKER_ENCODER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Pool.terminate's SIGTERM must kill, whatever the parent set
     _WORKER_ENCODER = _Encoder(cfg, tokenizer, dtype)
 
 
@@ -375,6 +392,19 @@ def _encoded_chunks(
             yield window.popleft().get()
 
 
+def _check_not_empty(stats: PreprocessStats, spans: Sequence[_Span]) -> None:
+    """A run without a single document would write a 0-document dataset that only fails later, in training."""
+    if stats.documents:
+        return
+    paths = list(dict.fromkeys(span.path for span in spans))
+    skipped = f", {stats.skipped_invalid} invalid lines skipped" if stats.skipped_invalid else ""
+    verb = "holds" if len(paths) == 1 else "hold"
+    raise ValueError(
+        f"input: {', '.join(paths)} {verb} no documents ({stats.input_bytes} bytes, {stats.blank_lines} blank "
+        f"lines{skipped}); nothing was written. Pass JSONL files with one JSON object per line"
+    )
+
+
 def _write_spans(
     spans: Sequence[_Span],
     cfg: PreprocessConfig,
@@ -382,8 +412,10 @@ def _write_spans(
     workers: int,
     prefixes: dict[str, str],
     on_progress: Callable[[PreprocessStats], None],
+    allow_empty: bool = False,
 ) -> PreprocessStats:
-    """Encode ``spans`` and write one pair per json key at ``prefixes``; atomic per pair."""
+    """Encode ``spans`` and write one pair per json key at ``prefixes``; atomic per pair. Without ``allow_empty``
+    (a partition's part may be empty) no document at all is a ValueError and nothing is written."""
     dtype = optimal_dtype(tokenizer.vocab_size)
     total = PreprocessStats()
     builders = {key: IndexedDatasetBuilder(get_bin_path(p), dtype=dtype) for key, p in prefixes.items()}
@@ -399,6 +431,8 @@ def _write_spans(
                 builders[key].add_documents(arrays.tokens, arrays.lengths, arrays.sequences_per_document)
             total.add(result.stats)
             on_progress(result.stats)
+        if not allow_empty:
+            _check_not_empty(total, spans)
         for key, builder in builders.items():
             builder.finalize(get_idx_path(prefixes[key]))
     finally:
@@ -443,8 +477,12 @@ class _Progress:
 
 def _partition_main(index: int, spans, cfg, tokenizer, workers: int, prefixes: dict[str, str], queue) -> None:
     """Body of one partition process: write its part pairs, report progress/result/error on ``queue``."""
+    # The parent removes the whole temp directory; a SIGTERM (its terminate()) just ends this process, whatever
+    # handler the parent installed (an exception here would try to report on a queue nobody reads any more).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        stats = _write_spans(spans, cfg, tokenizer, workers, prefixes, lambda s: queue.put(("progress", s)))
+        stats = _write_spans(spans, cfg, tokenizer, workers, prefixes, lambda s: queue.put(("progress", s)),
+                             allow_empty=True)
         queue.put(("done", index, stats))
     except BaseException as e:  # noqa: BLE001 - forwarded to the parent, which raises it
         import traceback
@@ -499,6 +537,7 @@ def _run_partitions(plan, cfg, tokenizer, prefixes: dict[str, str], on_progress)
             total.add(stats)
         for proc in procs:
             proc.join()
+        _check_not_empty(total, [span for spans in plan for span in spans])
         dtype = optimal_dtype(tokenizer.vocab_size)
         for key, prefix in prefixes.items():
             with IndexedDatasetBuilder(get_bin_path(prefix), dtype=dtype) as builder:
@@ -528,7 +567,8 @@ def preprocess(cfg: PreprocessConfig, tokenizer: Any, *, progress: bool | None =
         Counters of the run. Output does not depend on ``workers`` or ``partitions``.
 
     Raises:
-        ValueError: bad input line (``path:line: what``) unless ``cfg.skip_invalid``; no output pair is left.
+        ValueError: bad input line (``path:line: what``) unless ``cfg.skip_invalid``, a truncated ``.gz``, or no
+            document in the whole input; no output pair is left.
     """
     start = time.perf_counter()
     paths = expand_inputs(cfg.input)

@@ -5,17 +5,21 @@ rank, written by data-parallel rank 0), ``<save>/iter_*/config.json`` (the resol
 ``<save>/latest_checkpointed_iteration.txt``. An iteration is first written into ``iter_*.tmp``, renamed into
 place once every rank has finished, and only then does the tracker file move to it, so the tracker never points
 at a partial directory. Everything stored is a tensor or a plain container, so loading never unpickles objects.
+A write that fails (a full disk: torch reports it as ``RuntimeError: [enforce fail at inline_container.cc]``) removes
+the staging directory and says which device and file, leaving the tracker at the last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -120,11 +124,61 @@ def _barrier() -> None:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _device_of(path: Path) -> str:
+    """``/dev/sda1 (mounted at /work)`` for the filesystem holding ``path`` (the mount point alone if unknown)."""
+    mount = Path(os.path.abspath(path))
+    while not mount.exists() or not os.path.ismount(mount):
+        mount = mount.parent
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            devices = [line.split()[0] for line in f if len(line.split()) > 1 and line.split()[1] == str(mount)]
+    except OSError:
+        devices = []
+    return f"{devices[-1]} (mounted at {mount})" if devices else str(mount)
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT anywhere in the chain, or torch's stream writer failing (a short write: torch raises
+    ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos`` and drops the OSError's errno)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(err, RuntimeError) and ("inline_container.cc" in str(err) or "PytorchStreamWriter" in str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _writing(path: Path, partial: Path | None = None) -> Iterator[None]:
+    """Write ``path``; on failure remove ``partial`` (the staging directory) and turn a full disk into
+    ``OSError(ENOSPC, "no space left on DEVICE while writing PATH")``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if not _out_of_space(err):
+            raise
+        cleaned = f"; removed the partial {partial}" if partial is not None else ""
+        raise OSError(
+            errno.ENOSPC, f"no space left on {_device_of(path)} while writing {path} ({type(err).__name__}: "
+            f"{err}){cleaned}. Free space there or point --save at another disk; {TRACKER_FILENAME} still names "
+            "the last complete checkpoint"
+        ) from err
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -187,6 +241,7 @@ def save_checkpoint(
         FloatingPointError: a model tensor holds nan/inf (nothing is written: a diverged run never replaces a
             good checkpoint).
         ValueError: the tracker names a newer iteration and ``overwrite`` is False.
+        OSError: ENOSPC "no space left on DEVICE while writing PATH" (the staging directory is removed).
     """
     root = Path(root)
     _check_before_save(root, iteration, model, pstate, overwrite)
@@ -214,11 +269,13 @@ def save_checkpoint(
         }
         check_weights_only_safe(payload)
         path = staging / f"mp_rank_{pstate.tp_rank:02d}" / _MODEL_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(payload, path)
+        with _writing(path, staging):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_torch_save(payload, path)
     if pstate.rank == 0 and config is not None:
-        staging.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(staging / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        with _writing(staging / "config.json", staging):
+            staging.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(staging / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     _barrier()
     if pstate.rank == 0:
         if final.exists():  # re-saving an iteration: move the old copy aside before the rename
@@ -227,7 +284,8 @@ def save_checkpoint(
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(staging, final)
-        _atomic_write_text(root / TRACKER_FILENAME, f"{iteration}\n")
+        with _writing(root / TRACKER_FILENAME):
+            _atomic_write_text(root / TRACKER_FILENAME, f"{iteration}\n")
     _barrier()
     log_rank0(logger, "saved checkpoint at iteration %d to %s", iteration, final)
     return final

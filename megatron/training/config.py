@@ -234,6 +234,7 @@ class MegatronCompatConfig:
 _ALIASES: dict[str, tuple[str, str, Any]] = {
     "--checkpoint-activations": ("model", "recompute_granularity", "full"),
     "--deepspeed-activation-checkpointing": ("model", "recompute_granularity", "full"),
+    "--disable-bias-linear": ("model", "add_bias_linear", False),
 }
 
 _ROOMS: dict[str, type] = {
@@ -290,8 +291,9 @@ class PretrainConfig:
             add_dataclass_arguments(parser, cls, title=f"{room} ({cls.__name__})")
         aliases = parser.add_argument_group("Megatron aliases")
         for flag, (room, name, value) in _ALIASES.items():
+            same = f"--no-{flag_name(name)[2:]}" if value is False else f"{flag_name(name)} {value}"
             aliases.add_argument(flag, dest=name, action="store_const", const=value, default=argparse.SUPPRESS,
-                                 help=f"Same as {flag_name(name)} {value}.")
+                                 help=f"Same as {same}.")
         return parser
 
     @classmethod
@@ -482,9 +484,29 @@ def check_checkpoint_flags(cfg: PretrainConfig) -> None:
         raise ValueError(f"torch_num_threads ({t.torch_num_threads}) must be >= 1; change --torch-num-threads")
 
 
+def check_save_path(cfg: PretrainConfig) -> None:
+    """``--save`` must be a directory or creatable as one: found now, not at the first save after hours of
+    training."""
+    save = cfg.training.save
+    if save is None:
+        return
+    path = os.path.abspath(save)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--save {save!r} is a file, not a directory; pass the directory to write checkpoints into "
+                         "(it is created if missing)")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--save {save!r} cannot be created: {existing} is a file; pass another directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--save {save!r}: {existing} is not writable; pass a directory you can write to")
+
+
 RULES: tuple[Callable[[PretrainConfig], None], ...] = (
     check_unsupported, check_world_divisible_by_tp, check_heads_divisible_by_tp, check_global_batch,
     check_seq_length, check_data_path, check_tokenizer_files, check_train_length, check_lr, check_checkpoint_flags,
+    check_save_path,
 )
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from megatron.data.builder import EmptySplitError
+from megatron.data.gpt_indices import Split
 from megatron.data.samplers import MegatronPretrainingRandomSampler, MegatronPretrainingSampler
 from megatron.data.tokenizer import build_tokenizer, padded_vocab_size
 from megatron.logging import get_logger, log_rank0, setup_logging
@@ -58,18 +60,34 @@ def _build_optimizer(cfg: PretrainConfig, model: nn.Module, pstate: ParallelStat
 
 
 def _num_samples(cfg: PretrainConfig) -> tuple[int, int, int]:
-    """Samples to build per split, as Megatron: validation covers every evaluation of the run."""
+    """Samples to build per split, as Megatron: validation covers every evaluation of the run. A split the run
+    does not use gets 0 (the builder then skips it, even if ``--split`` gives it no documents): validation with
+    ``--eval-iters 0``, the test split with ``--skip-test`` as well."""
     t, gbs = cfg.training, cfg.global_batch_size
     n_train = t.total_train_samples(gbs, cfg.data.seq_length)
     evals = (n_train // gbs) // t.eval_interval + 1
-    return n_train, evals * t.eval_iters * gbs, t.eval_iters * gbs
+    return n_train, evals * t.eval_iters * gbs, 0 if t.skip_test else t.eval_iters * gbs
+
+
+_WHY_USED = {
+    Split.train: "",
+    Split.valid: " (validation runs whenever --eval-iters > 0; --eval-iters 0 or a valid share of 0 turns it off)",
+    Split.test: " (the test split is evaluated after training unless --skip-test or a test share of 0)",
+}
 
 
 def _build_datasets(cfg: PretrainConfig, provider: DatasetsProvider, tokenizer: Any) -> tuple[Any, Any, Any]:
     # Every rank calls the provider at once: the data room's index cache has rank 0 verify or build the files while
     # the others wait in its status broadcast, then all ranks memory-map them. (Serializing the calls here as well
     # deadlocked: rank 0 sat in that broadcast while the others sat in a barrier.)
-    return provider(cfg, tokenizer, _num_samples(cfg))
+    try:
+        return provider(cfg, tokenizer, _num_samples(cfg))
+    except EmptySplitError as err:
+        raise ValueError(
+            f"--split {cfg.data.split!r} gives the {err.split.name} split none of the {err.num_documents} documents "
+            f"of {err.path_prefix}, but this run uses it{_WHY_USED[err.split]}; give it a larger share in --split "
+            "(e.g. --split 90,8,2 for a small dataset) or use more data"
+        ) from None
 
 
 def _train_sampler(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consumed: int,
@@ -172,6 +190,22 @@ def _finish(cfg: PretrainConfig, trainer: Trainer, result: TrainResult) -> None:
         trainer.evaluate("test")
 
 
+def _report_outputs(cfg: PretrainConfig, result: TrainResult) -> None:
+    """The run's last lines: where its checkpoints, metrics and TensorBoard events are (rank 0)."""
+    t = cfg.training
+    if t.save:
+        latest = read_tracker(t.save) if os.path.isdir(t.save) else None
+        saved = f"latest iteration {latest}" if latest is not None else "no checkpoint saved"
+        checkpoints = f"{os.path.abspath(t.save)} ({saved})"
+    else:
+        checkpoints = "none (no --save)"
+    metrics = os.path.abspath(t.metrics_file) if t.metrics_file else "none (no --metrics-file)"
+    tensorboard = os.path.abspath(t.tensorboard_dir) if t.tensorboard_dir else "none (no --tensorboard-dir)"
+    how = "finished" if result.exit_reason == "finished" else f"stopped ({result.exit_reason})"
+    log_rank0(logger, "> training %s at iteration %d; outputs:\n    checkpoints: %s\n    metrics:     %s\n"
+              "    tensorboard: %s", how, result.iteration, checkpoints, metrics, tensorboard)
+
+
 def pretrain(
     cfg: PretrainConfig, model_provider: ModelProvider, datasets_provider: DatasetsProvider,
     forward_step: ForwardStep, *, collate_fn: CollateFn, extensions: Sequence[TrainerExtension] = (),
@@ -232,6 +266,7 @@ def pretrain(
         trainer.test_stream = _eval_stream(cfg, test_ds, pstate, 0, collate)
         result = trainer.train()
         _finish(cfg, trainer, result)
+        _report_outputs(cfg, result)
         return result
     finally:
         torch.set_num_threads(threads)

@@ -1,0 +1,76 @@
+"""``tools/preprocess_data.py`` on broken inputs and when killed: a clear error naming the file, exit codes a script
+can test, and never an output pair or a hidden temporary file left behind (docs/fault_cases.md)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from data.conftest import PREPROCESS_TOOL, kjv_chapters, run_preprocess_data, write_jsonl  # noqa: F401 - fixture
+
+
+def _listing(directory) -> list[str]:
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_truncated_gzip_names_the_file(tmp_path, run_preprocess_data, partitions):
+    """A .jsonl.gz cut short (an interrupted download) is 'error: FILE: truncated or corrupt gzip file', exit 2,
+    instead of gzip's EOFError without a file name; nothing is written."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", kjv_chapters(40))
+    whole = gzip.compress(corpus.read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    proc = run_preprocess_data(["--input", corpus, cut, "--output-prefix", out / "x", "--partitions", partitions,
+                                "--workers", "2"], check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: {cut}: truncated or corrupt gzip file (EOFError" in proc.stderr
+    assert "Traceback" not in proc.stderr and _listing(out) == []
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n"], ids=["empty file", "blank lines"])
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_input_without_documents_is_an_error(tmp_path, run_preprocess_data, content, partitions):
+    """An input without a single JSON line is an error (exit 2) naming the file, not a 0-document dataset written
+    with exit 0; no output pair appears."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(content, encoding="utf-8")
+    out = tmp_path / "out"
+    proc = run_preprocess_data(["--input", empty, "--output-prefix", out / "x", "--partitions", partitions],
+                               check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: input: {empty} holds no documents" in proc.stderr and "nothing was written" in proc.stderr
+    assert _listing(out) == []
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["kill PID", "kill process group"])
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_sigterm_leaves_no_temporary_file(tmp_path, partitions, to_group):
+    """SIGTERM mid-run (a scheduler's kill, to the main process or its whole group) exits 143 and removes the
+    hidden temporary .bin (or partition directory) it was writing: the output directory ends up empty."""
+    line = json.dumps({"text": "In the beginning God created the heaven and the earth. " * 20}) + "\n"
+    corpus = tmp_path / "big.jsonl"
+    corpus.write_text(line * 40000, encoding="utf-8")  # ~45 MB: several seconds of work
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(PREPROCESS_TOOL), "--no-progress", "--input", str(corpus), "--output-prefix",
+         str(out / "x"), "--workers", "2", "--partitions", str(partitions), "--log-interval", "100"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert "Processed" in proc.stderr.readline(), "the run did not start"
+        assert [n for n in _listing(out) if n.startswith(".")], "no temporary file to clean up"
+        (os.killpg if to_group else os.kill)(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM); no output was written" in err
+    assert _listing(out) == []
