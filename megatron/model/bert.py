@@ -174,6 +174,27 @@ class BertModel(nn.Module):
             return torch.zeros_like(tokens)  # a single segment
         return tokentype_ids
 
+    def encode(self, tokens: torch.Tensor, padding_mask: torch.Tensor,
+               tokentype_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings and the transformer stack only (no head): the final hidden states ``[s, b, h]``.
+
+        Arguments as :meth:`forward`. Fine-tuning heads start from here, so they never pay for the LM logits.
+        """
+        tokentype_ids = self._check_inputs(tokens, padding_mask, tokentype_ids)
+        hidden = self._embed(tokens, tokentype_ids)  # [s, b, h]
+        rotary = None
+        if self.config.position_embedding_type == "rope":
+            positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)  # [1, s]
+            rotary = rotary_embedding(positions, self.config.rotary_dim, self.config.rotary_base)  # [s, 1, 1, d]
+        return self.encoder(hidden, attention_mask=padding_attention_mask(padding_mask), rotary_pos_emb=rotary,
+                            is_causal=False)  # [s, b, h]
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The pooler: ``tanh(dense(hidden[0]))``, the first ([CLS]) token of ``[s, b, h]`` -> ``[b, h]``."""
+        if self.pooler is None:
+            raise ValueError("this BertModel has no pooler; build it with add_binary_head=True")
+        return torch.tanh(self.pooler(hidden[0]))
+
     def forward(
         self, tokens: torch.Tensor, padding_mask: torch.Tensor, tokentype_ids: torch.Tensor | None = None,
         lm_labels: torch.Tensor | None = None,
@@ -192,19 +213,10 @@ class BertModel(nn.Module):
             (identical on all TP ranks), otherwise vocab-parallel logits ``[b, s, V/tp]``. ``binary_logits``:
             ``[b, 2]`` fp32 from the first token, or None without the binary head.
         """
-        tokentype_ids = self._check_inputs(tokens, padding_mask, tokentype_ids)
-        hidden = self._embed(tokens, tokentype_ids)  # [s, b, h]
-        rotary = None
-        if self.config.position_embedding_type == "rope":
-            positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)  # [1, s]
-            rotary = rotary_embedding(positions, self.config.rotary_dim, self.config.rotary_base)  # [s, 1, 1, d]
-        hidden = self.encoder(hidden, attention_mask=padding_attention_mask(padding_mask), rotary_pos_emb=rotary,
-                              is_causal=False)  # [s, b, h]
-
+        hidden = self.encode(tokens, padding_mask, tokentype_ids)  # [s, b, h]
         binary_logits = None
         if self.binary_head is not None:
-            pooled = torch.tanh(self.pooler(hidden[0]))  # [b, h], the first ([CLS]) token
-            binary_logits = self.binary_head(pooled).float()  # [b, 2]
+            binary_logits = self.binary_head(self.pool(hidden)).float()  # [b, 2]
 
         # Batch-first before the head: transposing [s, b, h] is V/h times cheaper than transposing the logits.
         logits = self.lm_head(hidden.transpose(0, 1).contiguous(), self.word_embeddings.weight)  # [b, s, V/tp]
