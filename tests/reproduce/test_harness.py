@@ -26,7 +26,7 @@ def test_dry_run_prints_the_plan_and_bad_arguments_are_refused():
     tables are refused with the valid choices named."""
     proc = run_tool("--tables", "1", "3", "7", "--scale", "cpu", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "| gpt_base_d100 | gpt | 100% | 400 | 819,200 | T1(1), T3(1), T7(1) |" in proc.stdout
+    assert "| gpt_base_d100 | gpt | 100% | 200 | 409,600 | T1(1), T3(1), T7(1) |" in proc.stdout
     assert "16 runs x 2 seeds = 32 trainings" in proc.stdout
     bad = run_tool("--tables", "7", "--cases", "7.9", "--dry-run")
     assert bad.returncode == 2 and "cases ['7.9'] are not among" in bad.stderr
