@@ -20,6 +20,7 @@ from torch import nn
 
 from megatron.data.batch import build_bert_batch
 from megatron.data.bert_dataset import BertDataConfig, build_bert_datasets
+from megatron.logging import setup_logging
 from megatron.model.bert import BertModel
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
@@ -81,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     The data-efficiency config (``--deepspeed_config``) is checked against a BERT model here, before any process
     group exists: random-LTD must be ``model_type: "encoder"``.
     """
-    cfg = PretrainConfig.from_args(argv, extra_sections=BERT_SECTION)
+    setup_logging()  # the DeepSpeed config's notes are logged before training starts
+    cfg = PretrainConfig.from_args(argv, extra_sections=BERT_SECTION,
+                                   defaults={"tokenizer_type": "BertWordPieceLowerCase"})
     check_bert_config(cfg)
     extensions = build_data_efficiency_extensions(cfg, "bert")
     return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn,

@@ -16,6 +16,7 @@ from torch import nn
 
 from megatron.data.batch import build_gpt_batch
 from megatron.data.gpt_dataset import build_gpt_datasets
+from megatron.logging import setup_logging
 from megatron.model.gpt import GPTModel
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     ``--deepspeed_config FILE`` with ``--data-efficiency-curriculum-learning`` / ``--random-ltd`` turns on the data
     efficiency library; its config is checked here, before any process group exists.
     """
+    setup_logging()  # the DeepSpeed config's notes are logged before training starts
     cfg = PretrainConfig.from_args(argv, extra_sections=DATA_EFFICIENCY_SECTION)
     extensions = build_data_efficiency_extensions(cfg)
     return pretrain(cfg, model_provider, datasets_provider, forward_step, collate_fn=collate_fn,

@@ -23,6 +23,7 @@ from megatron.data.bert_masking import MaskingVocab, mask_tokens, pad_token_id
 from megatron.data.blending import BlendedDataset
 from megatron.data.builder import build_datasets
 from megatron.data.config import DataConfig
+from megatron.data.forced_indices import load_forced_bert_index
 from megatron.data.gpt_dataset import tokenizer_identity
 from megatron.data.gpt_indices import Split
 from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
@@ -108,10 +109,12 @@ class BertDataset(torch.utils.data.Dataset):
         mask_prob: fraction of tokens to predict.
         tokenizer: WordPiece tokenizer (``cls``, ``sep``, ``pad``, ``mask``, ``inv_vocab``).
         cache_dir: directory of the index cache; None keeps the index in memory only.
+        sample_index: the samples mapping to use instead of building or caching it (``--train-idx-path``, already
+            checked against the data).
     """
 
     def __init__(self, indexed_dataset: Any, params: BertIndexParams, *, mask_prob: float, tokenizer: Any,
-                 cache_dir: Optional[str]) -> None:
+                 cache_dir: Optional[str], sample_index: Optional[np.ndarray] = None) -> None:
         self.indexed_dataset, self.params, self.mask_prob = indexed_dataset, params, mask_prob
         lo, hi = params.document_range
         num_documents = len(indexed_dataset.document_indices) - 1
@@ -123,11 +126,12 @@ class BertDataset(torch.utils.data.Dataset):
                              f"[CLS], two [SEP] and a target of at least 2 tokens")
         self.vocab = MaskingVocab.from_tokenizer(tokenizer)
         self.pad_id = pad_token_id(tokenizer)
-        self.cache = None if cache_dir is None else IndexCache(
+        self.cache = None if cache_dir is None or sample_index is not None else IndexCache(
             cache_dir, "BertDataset", params.split.name, self.unique_identifiers(tokenizer_identity(tokenizer)),
             ("sample_index",),
         )
-        arrays, self.built_indices = load_or_build_indices(self.cache, self._build)
+        arrays, self.built_indices = ({"sample_index": sample_index}, False) if sample_index is not None else \
+            load_or_build_indices(self.cache, self._build)
         self.sample_index = arrays["sample_index"]
         verb = "built" if self.built_indices else "loaded"
         log_rank0(logger, f"{verb} BERT {params.split.name} sample index for {params.path_prefix}: {len(self)} "
@@ -269,7 +273,12 @@ class _BertFactory:
         b = self.bert_cfg
         params = BertIndexParams(data.path_prefix, split, element_range, num_samples, self.data_cfg.seq_length,
                                  self.seed, b.short_seq_prob, b.bert_binary_head, exact_num_epochs)
-        return BertDataset(data, params, mask_prob=b.mask_prob, tokenizer=self.tokenizer, cache_dir=cache_dir)
+        forced = None
+        if split is Split.train and self.data_cfg.train_idx_path is not None:
+            forced = load_forced_bert_index(self.data_cfg, data.document_indices, element_range,
+                                            self.data_cfg.seq_length)
+        return BertDataset(data, params, mask_prob=b.mask_prob, tokenizer=self.tokenizer, cache_dir=cache_dir,
+                           sample_index=forced)
 
     def open_mock(self) -> Any:
         raise NotImplementedError("mock_data is not supported for BERT datasets (they need sentence-level "

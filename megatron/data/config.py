@@ -110,6 +110,17 @@ class DataConfig:
     train_data_exact_num_epochs: Optional[int] = None
     """Build the training split for exactly this many epochs (sample count derived from the data, samples
     addressed by their position); needed by curriculum learning, whose analyzer indexes this dataset."""
+    train_doc_idx_path: Optional[str] = None
+    """Load the training split's document index from this .npy file (with --train-sample-idx-path and
+    --train-shuffle-idx-path) instead of building it: Megatron-DeepSpeed's
+    {prefix}_train_indexmap_exact{N}ep_{seq}sl_{seed}s_doc_idx.npy, or ours. Checked against the data."""
+    train_sample_idx_path: Optional[str] = None
+    """The training split's sample index .npy (goes with --train-doc-idx-path)."""
+    train_shuffle_idx_path: Optional[str] = None
+    """The training split's shuffle index .npy (goes with --train-doc-idx-path)."""
+    train_idx_path: Optional[str] = None
+    """BERT: load the training split's samples mapping from this .npy file instead of building it
+    (Megatron-DeepSpeed's {prefix}_train_indexmap_exact{N}ep_{msl}msl_{ssp}ssp_{seed}s.npy, or ours)."""
     num_workers: int = 2
     """Data loader worker processes per rank (0 loads in the training process)."""
     dataloader_type: Literal["single", "cyclic"] = "single"
@@ -136,6 +147,19 @@ class DataConfig:
         if self.train_data_exact_num_epochs is not None and self.train_data_exact_num_epochs < 1:
             raise ValueError(
                 f"train_data_exact_num_epochs must be >= 1 or None, got {self.train_data_exact_num_epochs}"
+            )
+        names = ("train_doc_idx_path", "train_sample_idx_path", "train_shuffle_idx_path")
+        forced = {n: getattr(self, n) for n in names}
+        if any(v is not None for v in forced.values()) and any(v is None for v in forced.values()):
+            missing = ", ".join("--" + n.replace("_", "-") for n, v in forced.items() if v is None)
+            raise ValueError(f"train_doc_idx_path/train_sample_idx_path/train_shuffle_idx_path go together (the three "
+                             f"arrays of one training split); also pass {missing}")
+        forced_any = self.train_doc_idx_path is not None or self.train_idx_path is not None
+        train = self.train_data_path if self.data_path is None else self.data_path
+        if forced_any and train is not None and len(train) > 1:
+            raise NotImplementedError(
+                "--train-doc-idx-path/--train-idx-path force the indices of one dataset, but the training data is a "
+                "blend; use one --data-path prefix (Megatron-DeepSpeed's recipes do) or drop the index-path flags"
             )
         if self.dataloader_type not in ("single", "cyclic"):
             raise ValueError(f"dataloader_type must be 'single' or 'cyclic', got {self.dataloader_type!r}")

@@ -18,6 +18,7 @@ import torch
 from megatron.data.blending import BlendedDataset
 from megatron.data.builder import build_datasets
 from megatron.data.config import DataConfig
+from megatron.data.forced_indices import load_forced_gpt_indices
 from megatron.data.gpt_indices import Split, build_gpt_indices
 from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
 from megatron.logging import get_logger, log_rank0
@@ -69,6 +70,8 @@ class GPTDataset(torch.utils.data.Dataset):
         params: what determines the indices.
         cache_dir: directory of the index cache; None keeps the indices in memory only.
         tokenizer_id: the tokenizer's ``unique_identifiers`` (part of the cache key).
+        indices: the three index arrays to use instead of building or caching them (forced index files,
+            ``forced_indices``; already checked against the data).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class GPTDataset(torch.utils.data.Dataset):
         *,
         cache_dir: Optional[str],
         tokenizer_id: Any = None,
+        indices: Optional[dict[str, np.ndarray]] = None,
     ) -> None:
         self.indexed_dataset, self.params = indexed_dataset, params
         lo, hi = params.document_range
@@ -86,10 +90,10 @@ class GPTDataset(torch.utils.data.Dataset):
                 f"{params.path_prefix}: {params.split.name} split has documents [{lo}, {hi}) of "
                 f"{len(indexed_dataset.sequence_lengths)}; give it a larger share in 'split' or more data"
             )
-        self.cache = None if cache_dir is None else IndexCache(
+        self.cache = None if cache_dir is None or indices is not None else IndexCache(
             cache_dir, "GPTDataset", params.split.name, self.unique_identifiers(tokenizer_id), _INDEX_NAMES
         )
-        arrays, built = load_or_build_indices(self.cache, self._build)
+        arrays, built = (indices, False) if indices is not None else load_or_build_indices(self.cache, self._build)
         self._set_arrays(arrays)
         self.built_indices = built  # False when they came from the cache
         verb = "built" if built else "loaded"
@@ -232,7 +236,10 @@ class _GPTFactory:
               exact_num_epochs: Optional[int], cache_dir: Optional[str]) -> GPTDataset:
         params = GPTIndexParams(data.path_prefix, split, element_range, num_samples, self.cfg.seq_length, self.seed,
                                 exact_num_epochs)
-        return GPTDataset(data, params, cache_dir=cache_dir, tokenizer_id=self.tokenizer_id)
+        forced = None
+        if split is Split.train and self.cfg.train_doc_idx_path is not None:
+            forced = load_forced_gpt_indices(self.cfg, data.sequence_lengths, element_range, self.cfg.seq_length)
+        return GPTDataset(data, params, cache_dir=cache_dir, tokenizer_id=self.tokenizer_id, indices=forced)
 
     def open_mock(self) -> MockIndexedDataset:
         vocab_size = int(getattr(self.tokenizer, "vocab_size", 50257))

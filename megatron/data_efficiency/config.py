@@ -472,9 +472,10 @@ _SECTION_KEYS = ("enabled", "seed", "data_sampling", "data_routing")
 def parse_data_efficiency_config(data: Mapping[str, Any]) -> DataEfficiencyConfig:
     """Parse a bare ``data_efficiency`` section or a whole DeepSpeed config dict.
 
-    A dict with a ``data_efficiency`` key is a DeepSpeed config: its other keys (train_batch_size, fp16, ...)
-    belong to other rooms and are ignored, except the legacy top-level ``curriculum_learning``. Otherwise the
-    dict must be the section itself (keys among enabled, seed, data_sampling, data_routing).
+    A dict with one of the section's own keys (enabled, seed, data_sampling, data_routing) at the top and no
+    ``data_efficiency``/``curriculum_learning`` key is the section itself (unknown keys are errors); any other dict
+    is a whole DeepSpeed config, whose other keys (train_batch_size, fp16, ...) belong to the training room
+    (``training.deepspeed_config``), except the legacy top-level ``curriculum_learning``.
 
     Raises:
         ValueError: unknown key, missing key, wrong type or inconsistent value, naming the key path.
@@ -482,7 +483,10 @@ def parse_data_efficiency_config(data: Mapping[str, Any]) -> DataEfficiencyConfi
     if not isinstance(data, Mapping):
         raise ValueError(f"a data efficiency config must be a JSON object, got {type(data).__name__}")
     legacy = LegacyCurriculumConfig()
-    if "data_efficiency" in data or "curriculum_learning" in data:
+    # A bare section has at least one of its own keys at the top; anything else is a whole DeepSpeed config (maybe
+    # without a data_efficiency section: a baseline recipe's batch/precision settings only).
+    bare = "data_efficiency" not in data and "curriculum_learning" not in data and any(k in data for k in _SECTION_KEYS)
+    if not bare:
         section = data.get("data_efficiency", {})
         if "curriculum_learning" in data:
             legacy = from_mapping(LegacyCurriculumConfig, data["curriculum_learning"], "curriculum_learning")

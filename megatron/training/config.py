@@ -20,6 +20,7 @@ from megatron.data.config import DataConfig
 from megatron.data.tokenizer import TokenizerConfig
 from megatron.model.config import TransformerConfig
 from megatron.parallel.config import ParallelConfig
+from megatron.training.compat import MegatronCompatConfig, check_refused_flags
 from megatron.training.lr_schedule import LRDecayStyle, LRScheduleSpec
 
 __all__ = ["TrainingConfig", "MegatronCompatConfig", "PretrainConfig", "format_config"]
@@ -200,42 +201,30 @@ class TrainingConfig:
         )
 
 
-@dataclass(kw_only=True)
-class MegatronCompatConfig:
-    """Megatron / Megatron-DeepSpeed flags accepted so that existing launch scripts parse; unsupported values of
-    them raise NotImplementedError in validate()."""
-
-    pipeline_model_parallel_size: int = 1
-    """Pipeline stages; only 1 is supported."""
-    num_layers_per_virtual_pipeline_stage: int | None = None
-    """Interleaved pipeline schedule; not supported."""
-    context_parallel_size: int = 1
-    """Context parallelism; only 1 is supported."""
-    rampup_batch_size: list[int] | None = None
-    """Batch-size ramp-up (start increment samples); not supported."""
-    zero_stage: int = 0
-    """DeepSpeed ZeRO stage: 1 shards optimizer state over data-parallel ranks (as --use-distributed-optimizer);
-    higher stages are not supported."""
-    no_pipeline_parallel: bool = False
-    """Megatron-DeepSpeed switch; pipelines are never used here."""
-    data_impl: Literal["mmap", "infer"] = "mmap"
-    """Indexed dataset implementation; only the mmap format exists."""
-    log_timers_to_tensorboard: bool = False
-    """Accepted; timings are always logged."""
-    log_batch_size_to_tensorboard: bool = False
-    """Accepted; the global batch size is always logged."""
-    log_validation_ppl_to_tensorboard: bool = False
-    """Accepted; validation perplexity is always logged."""
-    log_optimizer_states_to_tensorboard: bool = False
-    """Accepted; ignored."""
-
-
 # Flags that spell a value of another room's field (Megatron/MDS aliases): flag -> (room, field, value).
 _ALIASES: dict[str, tuple[str, str, Any]] = {
     "--checkpoint-activations": ("model", "recompute_granularity", "full"),
     "--deepspeed-activation-checkpointing": ("model", "recompute_granularity", "full"),
     "--disable-bias-linear": ("model", "add_bias_linear", False),
+    "--use-rotary-position-embeddings": ("model", "position_embedding_type", "rope"),
+    "--deepscale": ("data_efficiency", "deepspeed", True),
 }
+
+# Other spellings of a flag that takes a value (Megatron-LM / Megatron-DeepSpeed): flag -> (field, value type).
+_VALUE_ALIASES: dict[str, tuple[str, type]] = {
+    "--encoder-seq-length": ("seq_length", int),
+    "--encoder-num-layers": ("num_layers", int),
+    "--rotary-position-embeddings-theta": ("rotary_base", int),
+    "--norm-epsilon": ("layernorm_epsilon", float),
+    "--deepscale_config": ("deepspeed_config", str),
+}
+
+
+def _flag_spellings(cls: type, only: dataclasses.Field | None = None) -> list[str]:
+    """Every command-line spelling of ``cls``'s fields (or of the field ``only``)."""
+    fields = [only] if only is not None else [f for f in dataclasses.fields(cls) if f.init]
+    return [s for f in fields for s in (flag_name(f.name), *f.metadata.get("aliases", ()))]
+
 
 _ROOMS: dict[str, type] = {
     "data": DataConfig,
@@ -267,6 +256,9 @@ class PretrainConfig:
     """Further rooms' configs by name (e.g. data efficiency), added by the entry script via ``extra_sections``."""
     world_size: int = 1
     """Number of processes; set by validate() from WORLD_SIZE."""
+    explicit_flags: frozenset[str] = frozenset()
+    """Fields set on the command line (``from_args``), by field name: a DeepSpeed config may fill the others but
+    must agree with these (``training.deepspeed_config``). Not part of ``to_dict``."""
 
     # ---- command line -------------------------------------------------------------------------------------
     @staticmethod
@@ -287,27 +279,48 @@ class PretrainConfig:
             description="Megatron-DE pretraining", allow_abbrev=False,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
+        extra_flags = {s for cls in (extra_sections or {}).values() for s in _flag_spellings(cls)}
         for room, cls in sections.items():
-            add_dataclass_arguments(parser, cls, title=f"{room} ({cls.__name__})")
+            # A compat placeholder steps aside for an extra section that implements the same spelling.
+            exclude = [f.name for f in dataclasses.fields(cls) if set(_flag_spellings(cls, f)) & extra_flags] \
+                if room == "compat" else []
+            add_dataclass_arguments(parser, cls, title=f"{room} ({cls.__name__})", exclude=exclude)
         aliases = parser.add_argument_group("Megatron aliases")
+        for flag, (name, kind) in _VALUE_ALIASES.items():
+            if name in owner:
+                aliases.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS,
+                                     help=f"Same as {flag_name(name)}.")
         for flag, (room, name, value) in _ALIASES.items():
-            same = f"--no-{flag_name(name)[2:]}" if value is False else f"{flag_name(name)} {value}"
+            if name not in owner:
+                continue
+            if value is True or value is False:
+                same = flag_name(name) if value else f"--no-{flag_name(name)[2:]}"
+            else:
+                same = f"{flag_name(name)} {value}"
             aliases.add_argument(flag, dest=name, action="store_const", const=value, default=argparse.SUPPRESS,
                                  help=f"Same as {same}.")
         return parser
 
     @classmethod
     def from_args(
-        cls, argv: Sequence[str] | None = None, *, extra_sections: Mapping[str, type] | None = None
+        cls, argv: Sequence[str] | None = None, *, extra_sections: Mapping[str, type] | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> PretrainConfig:
-        """Parse ``argv`` (default ``sys.argv[1:]``) into a config; unknown flags are errors."""
+        """Parse ``argv`` (default ``sys.argv[1:]``) into a config; unknown flags are errors.
+
+        ``defaults`` (field name -> value) replace dataclass defaults for flags not given, as Megatron's entry
+        scripts' ``args_defaults`` do (``pretrain_bert.py``: the WordPiece tokenizer)."""
         parser = cls.build_parser(extra_sections)
         ns = parser.parse_args(argv)
+        given = frozenset(vars(ns))
+        for name, value in (defaults or {}).items():
+            if name not in given:
+                setattr(ns, name, value)
         rooms = {room: dataclass_from_namespace(klass, ns) for room, klass in _ROOMS.items()}
         extras = {room: dataclass_from_namespace(klass, ns) for room, klass in (extra_sections or {}).items()}
         if rooms["compat"].zero_stage == 1:
             rooms["parallel"].use_distributed_optimizer = True
-        return cls(**rooms, extras=extras)
+        return cls(**rooms, extras=extras, explicit_flags=given)
 
     # ---- derived quantities -------------------------------------------------------------------------------
     @property
@@ -330,6 +343,7 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready resolved config (saved beside checkpoints)."""
         out = dataclass_to_dict(self)
+        out.pop("explicit_flags", None)
         out["extras"] = {k: dataclass_to_dict(v) for k, v in self.extras.items()}
         out["derived"] = {"data_parallel_size": self.data_parallel_size, "global_batch_size": self.global_batch_size,
                           "num_microbatches": self.num_microbatches}
@@ -375,6 +389,29 @@ def check_unsupported(cfg: PretrainConfig) -> None:
                 f"{flag_name(name)} {getattr(c, name)} is not supported (tensor x data parallelism only, ZeRO <= 1);"
                 f" remove {flag_name(name)}"
             )
+
+
+def check_megatron_compat(cfg: PretrainConfig) -> None:
+    """Megatron flags that ask for something not built here (``training.compat``) fail with what to use instead."""
+    check_refused_flags(cfg.compat, rope=cfg.model.position_embedding_type == "rope",
+                        num_attention_heads=cfg.model.num_attention_heads)
+
+
+def check_gradient_accumulation(cfg: PretrainConfig) -> None:
+    """A DeepSpeed config's ``gradient_accumulation_steps`` x micro batch x data-parallel size is the global batch;
+    it fills a global batch the flags leave open, and must match one they set."""
+    steps, t = cfg.compat.deepspeed_gradient_accumulation_steps, cfg.training
+    if steps is None:
+        return
+    want = steps * t.micro_batch_size * cfg.data_parallel_size
+    if t.global_batch_size is None:
+        t.global_batch_size = want
+    elif t.global_batch_size != want:
+        raise ValueError(
+            f"the DeepSpeed config's gradient_accumulation_steps ({steps}) x micro batch size ({t.micro_batch_size}) x "
+            f"data-parallel size ({cfg.data_parallel_size}) = {want}, but the global batch size is "
+            f"{t.global_batch_size} (--global-batch-size / train_batch_size); make them agree"
+        )
 
 
 def check_world_divisible_by_tp(cfg: PretrainConfig) -> None:
@@ -504,7 +541,8 @@ def check_save_path(cfg: PretrainConfig) -> None:
 
 
 RULES: tuple[Callable[[PretrainConfig], None], ...] = (
-    check_unsupported, check_world_divisible_by_tp, check_heads_divisible_by_tp, check_global_batch,
+    check_unsupported, check_megatron_compat, check_world_divisible_by_tp, check_heads_divisible_by_tp,
+    check_gradient_accumulation, check_global_batch,
     check_seq_length, check_data_path, check_tokenizer_files, check_train_length, check_lr, check_checkpoint_flags,
     check_save_path,
 )

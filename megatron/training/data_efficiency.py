@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from megatron.config import dataclass_to_dict, flag_name
+from megatron.data.forced_indices import forced_index_epochs
 from megatron.data.indexed_dataset import get_bin_path, get_idx_path
 from megatron.data_efficiency.config import DataEfficiencyArgs, DataEfficiencyConfig, RandomLTDConfig
 from megatron.data_efficiency.curriculum.bert_seqlen import bert_truncate, longest_real_length, padded_length
@@ -27,6 +28,7 @@ from megatron.data_efficiency.routing.random_ltd import RandomLTDController, wra
 from megatron.data_efficiency.routing.scheduler import RandomLTDScheduler
 from megatron.logging import get_logger, log_rank0
 from megatron.training.config import PretrainConfig
+from megatron.training.deepspeed_config import apply_deepspeed_config
 from megatron.training.initialize import current_device
 from megatron.training.loop import Batch, TrainerExtension
 
@@ -96,8 +98,8 @@ class CurriculumExtension(TrainerExtension):
                 f"resuming at {consumed_samples} consumed samples from a checkpoint without curriculum sampler state;"
                 " the curriculum stream cannot be reproduced - resume from a checkpoint of a curriculum run"
             )
-        log_rank0(logger, "curriculum sampler over %d samples (one epoch) x %d epochs, resuming at step %d",
-                  sampler.layout.size, self.config.data_sampling.num_epochs, sampler.curriculum_step)
+        log_rank0(logger, "curriculum sampler over the %d samples of the analyzed training split x %d epochs, resuming "
+                  "at step %d", sampler.layout.size, self.config.data_sampling.num_epochs, sampler.curriculum_step)
         self.sampler = sampler
         return sampler
 
@@ -276,14 +278,10 @@ def _check_analysis_files(de: DataEfficiencyConfig) -> None:
 
 def _check_curriculum(cfg: PretrainConfig, de: DataEfficiencyConfig) -> None:
     cl, data = de.data_sampling.curriculum_learning, cfg.data
-    epochs = data.train_data_exact_num_epochs
-    if epochs not in (None, 1):
-        raise ValueError(
-            f"train_data_exact_num_epochs ({epochs}) must be 1 with curriculum learning: the analysis indexes the "
-            "one-epoch training dataset (the sampler itself repeats it num_epochs times); pass "
-            "--train-data-exact-num-epochs 1"
-        )
-    data.train_data_exact_num_epochs = 1  # Megatron-DeepSpeed requires the flag; here it is implied
+    if data.train_data_exact_num_epochs is None:
+        # Megatron-DeepSpeed requires the flag; here one epoch is implied, or the count in the forced index files'
+        # names (its BERT recipes train on a 5-epoch samples mapping, analyzed at 5 epochs).
+        data.train_data_exact_num_epochs = forced_index_epochs(data) or 1
     name = cl.seqlen_metric
     if name is not None:
         m = cl.curriculum_metrics[name]
@@ -359,12 +357,17 @@ def build_data_efficiency_extensions(cfg: PretrainConfig, family: ModelFamily = 
     """Read ``--deepspeed_config`` (if any), validate it against ``cfg`` and a ``family`` model (``pretrain_gpt.py``:
     "gpt", ``pretrain_bert.py``: "bert") and build the loop extensions.
 
+    The JSON's other keys (batch sizes, fp16/bf16 and the loss scaler, ZeRO stage, gradient clipping) are applied
+    to ``cfg`` first (``training.deepspeed_config``), so a recipe trains as its DeepSpeed config says.
+
     Order matters: curriculum first (it shortens the batch), random-LTD second (it counts the shortened length).
     Returns an empty list when no data-efficiency feature is on.
     """
     args = cfg.extras.get("data_efficiency")
     if args is None:
         return []
+    if args.deepspeed_config is not None:
+        apply_deepspeed_config(cfg, args.deepspeed_config)
     de = args.load()
     check_data_efficiency(cfg, de, family)
     extensions: list[TrainerExtension] = []

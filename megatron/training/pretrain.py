@@ -24,6 +24,7 @@ from megatron.logging import get_logger, log_rank0, setup_logging
 from megatron.model.config import num_floating_point_operations
 from megatron.parallel.state import ParallelState
 from megatron.training.checkpointing import load_checkpoint, read_tracker
+from megatron.training.compat import ignored_flags_note
 from megatron.training.config import PretrainConfig, format_config
 from megatron.training.grad_scaler import build_grad_scaler
 from megatron.training.initialize import current_device, initialize_distributed, set_random_seeds
@@ -140,11 +141,25 @@ def _checkpoint_to_load(cfg: PretrainConfig) -> tuple[str, bool]:
     return t.load, t.finetune
 
 
+def _first_run_of_resumable(cfg: PretrainConfig, root: str) -> bool:
+    """``--load`` and ``--save`` name the same directory, which does not exist yet or is empty: the first run of a
+    recipe that always resumes from its own output (Megatron-DeepSpeed's pass the same path to both). A mistyped
+    ``--load`` names another directory, so it still fails; ``--exit-on-missing-checkpoint`` keeps the error."""
+    t = cfg.training
+    if t.exit_on_missing_checkpoint or t.save is None or os.path.abspath(t.save) != os.path.abspath(root):
+        return False
+    return not os.path.exists(root) or (os.path.isdir(root) and not os.listdir(root))
+
+
 def _load(cfg: PretrainConfig, trainer: Trainer, extensions: Sequence[TrainerExtension],
           extra_stateful: Mapping[str, Stateful]) -> None:
     t = cfg.training
     root, finetune = _checkpoint_to_load(cfg)
     if read_tracker(root) is None:
+        if _first_run_of_resumable(cfg, root):
+            log_rank0(logger, "--load %s is the --save directory and holds nothing yet: training from scratch (the "
+                      "first run of a resumable recipe)", root)
+            return
         if not t.allow_missing_checkpoint:
             raise missing_checkpoint_error(root)
         log_rank0(logger, "--load %s holds no checkpoint: training from scratch (--allow-missing-checkpoint)", root)
@@ -230,6 +245,10 @@ def pretrain(
     threads = torch.get_num_threads()  # restored on return: --torch-num-threads must not leak into the caller
     try:
         log_rank0(logger, "%s", format_config(cfg))
+        note = ignored_flags_note(cfg.compat, rope=cfg.model.position_embedding_type == "rope",
+                                  num_attention_heads=cfg.model.num_attention_heads)
+        if note is not None:
+            log_rank0(logger, "%s", note)
         _set_threads(cfg)
         set_random_seeds(cfg.training.seed, pstate)
         device = current_device()

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -59,19 +59,23 @@ _FIT_DTYPES = (np.uint8, np.int8, np.int16, np.int32, np.int64)
 class AnalyzerOptions:
     """How to run the analyzer (the tool's flags; data and tokenizer flags come from their own configs)."""
 
-    metrics: list[str]
+    metrics: list[str] = field(metadata={"aliases": ["--analyzing-metric"]})
     """Metrics to analyze: built-in names (total_vocab_freq, vocab_rarity, seqlen, seqlen_vocab_rarity) or
     package.module:function for custom ones."""
-    save_path: str
+    save_path: str = field(metadata={"aliases": ["--save"]})
     """Output directory; files land in save_path/{metric}/ with DeepSpeed's names."""
-    task: AnalyzerTask = "both"
+    task: AnalyzerTask = field(default="both", metadata={"aliases": ["--analyzing-task"]})
     """map, reduce, or both (map then reduce; prerequisite metrics such as total_vocab_freq run first)."""
-    num_workers: int = 1
+    num_workers: int = field(default=1, metadata={"aliases": ["--analyzing-num-workers"]})
     """Number of map workers (processes or machines sharing save_path)."""
-    worker_id: int = 0
+    worker_id: int = field(default=0, metadata={"aliases": ["--analyzing-worker-id"]})
     """This worker's id in [0, num_workers)."""
-    num_threads: int = 1
+    num_threads: int = field(default=1, metadata={"aliases": ["--analyzing-num-threads"]})
     """Forked map processes per worker."""
+    specific_threads: list[int] | None = field(default=None, metadata={"aliases": ["--analyzing-specific-threads"]})
+    """Map only these threads of this worker (rerun threads that failed); the others' outputs are kept."""
+    num_threads_reduce: int = field(default=1, metadata={"aliases": ["--analyzing-num-threads-reduce"]})
+    """Accepted for Megatron-DeepSpeed's command line; the reduce is one vectorized pass (no threads)."""
     batch_size: int = 1024
     """Samples per map chunk (bounds the memory of a map process)."""
     wait_timeout_s: float = 86400.0
@@ -279,20 +283,23 @@ def _thread_main(conn, *args) -> None:
         conn.close()
 
 
-def _run_threads(dataset, metrics, fns, save_path, worker, ranges, batch_size, progress) -> list[dict[str, int]]:
+def _run_threads(dataset, metrics, fns, save_path, worker, ranges: dict[int, tuple[int, int]], batch_size,
+                 progress) -> dict[int, dict[str, int]]:
+    """Map thread ``t``'s samples ``ranges[t]`` for each requested ``t``; returns each thread's result."""
     if len(ranges) == 1:
-        return [_map_range(dataset, metrics, fns, save_path, worker, 0, *ranges[0], batch_size, progress)]
+        (t, (s, e)), = ranges.items()
+        return {t: _map_range(dataset, metrics, fns, save_path, worker, t, s, e, batch_size, progress)}
     # fork, not spawn: children inherit the dataset (memory maps) and the metric closures without pickling.
     ctx = multiprocessing.get_context("fork")
     procs = []
-    for t, (s, e) in enumerate(ranges):
+    for t, (s, e) in ranges.items():
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_thread_main,
                         args=(child, dataset, metrics, fns, save_path, worker, t, s, e, batch_size, progress))
         p.start()
         child.close()
         procs.append((t, p, parent))
-    results, errors = [], []
+    results, errors = {}, []
     for t, p, parent in procs:
         try:
             status, payload = parent.recv()
@@ -301,41 +308,70 @@ def _run_threads(dataset, metrics, fns, save_path, worker, ranges, batch_size, p
         p.join()
         if status != "ok" or p.exitcode != 0:
             errors.append(f"thread {t} (samples {ranges[t][0]}..{ranges[t][1]}): {payload}")
-        results.append(payload)
+        results[t] = payload
     if errors:
         raise RuntimeError(f"map worker {worker} failed; re-run this worker alone. " + "\n".join(errors))
     return results
 
 
+def _thread_marker(save_path: str, metric: str, worker: int, thread: int) -> str:
+    return os.path.join(save_path, metric, f"worker{worker}_thread{thread}.done.json")
+
+
 def run_map(dataset: Any, metrics: Sequence[Metric], save_path: str, *, ctx: MetricContext, fingerprint: str,
             num_workers: int = 1, worker_id: int = 0, num_threads: int = 1, batch_size: int = 1024,
-            progress: bool = True) -> None:
+            progress: bool = True, threads: Sequence[int] | None = None) -> None:
     """Map this worker's slice of ``dataset`` through ``metrics`` and write partial outputs + done-markers.
 
     Re-running a worker first deletes its old marker and partial outputs, so a failed worker can be rerun alone.
+    ``threads`` (Megatron-DeepSpeed's ``--analyzing-specific-threads``) reruns only those threads of the worker and
+    keeps the others' outputs; the worker's marker is written once every thread of it has finished.
     """
     n = len(dataset)
     if n == 0:
         raise ValueError("the dataset to analyze is empty")
     start, end = split_range(0, n, num_workers)[worker_id]
     thread_ranges = split_range(start, end, num_threads)
+    selected = sorted(set(range(num_threads) if not threads else threads))
+    bad = [t for t in selected if not 0 <= t < num_threads]
+    if bad:
+        raise ValueError(f"threads {bad} are not threads of a worker with num_threads={num_threads}; pass ids in "
+                         f"[0, {num_threads})")
     for m in metrics:
         marker = _worker_marker(save_path, m.name, worker_id)
         if os.path.exists(marker):
             os.remove(marker)  # first: a half-rewritten worker must never look complete
-        for old in glob.glob(os.path.join(save_path, m.name, f"worker{worker_id}_thread*")):
-            shutil.rmtree(old)
+        stale = glob.glob(os.path.join(save_path, m.name, f"worker{worker_id}_thread*")) if not threads else [
+            p for t in selected for p in (_thread_marker(save_path, m.name, worker_id, t),
+                                          os.path.dirname(_partial_prefix(save_path, m.name, worker_id, t, "x")))]
+        for old in stale:
+            if os.path.isdir(old):
+                shutil.rmtree(old)
+            elif os.path.exists(old):
+                os.remove(old)
     fns = [m.build(ctx) for m in metrics]
     t0 = time.time()
-    results = _run_threads(dataset, metrics, fns, save_path, worker_id, thread_ranges, batch_size, progress)
+    results = _run_threads(dataset, metrics, fns, save_path, worker_id, {t: thread_ranges[t] for t in selected},
+                           batch_size, progress)
     for m in metrics:
+        for t, r in results.items():
+            s, e = thread_ranges[t]
+            _write_json_atomic(_thread_marker(save_path, m.name, worker_id, t), {
+                "fingerprint": fingerprint, "num_samples": n, "start": s, "end": e, "present": r.get(m.name, 1)})
+        done = [_read_json(_thread_marker(save_path, m.name, worker_id, t)) for t in range(num_threads)]
+        missing = [t for t, (d, (s, e)) in enumerate(zip(done, thread_ranges)) if d is None or (
+            d.get("fingerprint"), d.get("num_samples"), d.get("start"), d.get("end")) != (fingerprint, n, s, e)]
+        if missing:
+            logger.warning("map worker %d, %s: threads %s have no finished output for this dataset yet; run them "
+                           "(--analyzing-specific-threads) before the reduce", worker_id, m.name, missing)
+            continue
         _write_json_atomic(_worker_marker(save_path, m.name, worker_id), {
             "version": _MARKER_VERSION, "metric": m.name, "kind": m.kind, "fingerprint": fingerprint,
             "num_samples": n, "num_workers": num_workers, "worker_id": worker_id, "start": start, "end": end,
-            "threads": [[t, s, e, r.get(m.name, 1)] for t, ((s, e), r) in enumerate(zip(thread_ranges, results))],
+            "threads": [[t, s, e, d["present"]] for t, ((s, e), d) in enumerate(zip(thread_ranges, done))],
         })
-    logger.info("map worker %d/%d: samples [%d, %d) x %s in %.1f s", worker_id, num_workers, start, end,
-                [m.name for m in metrics], time.time() - t0)
+    logger.info("map worker %d/%d: samples [%d, %d) x %s, threads %s in %.1f s", worker_id, num_workers, start, end,
+                [m.name for m in metrics], selected, time.time() - t0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -517,7 +553,7 @@ def analyze(dataset: Any, opts: AnalyzerOptions, *, vocab_size: int | None, pad_
         if opts.task in ("map", "both"):
             run_map(dataset, ready, save_path, ctx=ctx, fingerprint=fp, num_workers=opts.num_workers,
                     worker_id=opts.worker_id, num_threads=opts.num_threads, batch_size=opts.batch_size,
-                    progress=progress)
+                    progress=progress, threads=opts.specific_threads)
         if opts.task == "reduce" or (opts.task == "both" and opts.worker_id == 0):
             if opts.task == "both" and opts.num_workers > 1:
                 _wait_for(lambda: [w for m in ready for w in range(opts.num_workers)

@@ -1,10 +1,12 @@
 """Which training split a curriculum analysis describes: the identity the analyzer records and training checks.
 
 The analyzer's index files address samples by their position in the one-epoch training split, so they are only
-valid for the split built from the same data file, split, sequence length, shuffle seed, tokenizer and (BERT)
-sample settings. :func:`analysis_identities` lists exactly those settings, one record per blend component - not the
-ones that only change batches or loading (``num_workers``, ``train_data_exact_num_epochs``, which the analyzer
-forces to 1, loss/attention masks, the index cache directory). ``tools/analyze_data.py`` stores the record in each
+valid for the split built from the same data file, split, sequence length, shuffle seed, tokenizer, number of
+epochs and (BERT) sample settings. :func:`analysis_identities` lists exactly those settings, one record per blend
+component - not the ones that only change batches or loading (``num_workers``, loss/attention masks, the index
+cache directory, forced index files, which are checked against the data themselves). The epoch count
+(``train_data_exact_num_epochs``, Megatron-DeepSpeed's BERT recipes analyze 5) is recorded only when it is not 1,
+so analyses made before it was recorded stay valid. ``tools/analyze_data.py`` stores the record in each
 metric's reduce marker; training rebuilds it from its own config and :func:`check_analysis_identity` refuses an
 analysis whose record differs, naming every differing setting with both values.
 """
@@ -35,6 +37,7 @@ IDENTITY_FLAGS: dict[str, str] = {
     "seed": "--seed",
     "tokenizer": "--tokenizer-type / --vocab-file / --merge-file / --tokenizer-model / --vocab-size",
     "bert": "--short-seq-prob / --bert-no-binary-head",
+    "exact_num_epochs": "--train-data-exact-num-epochs",
 }
 """The command-line flags behind each top-level identity key (for error messages)."""
 
@@ -86,6 +89,9 @@ def analysis_identities(data: DataConfig, tokenizer: TokenizerConfig, seed: int,
             "merge_file": file_digest(tokenizer.merge_file), "tokenizer_model": file_digest(tokenizer.tokenizer_model),
         },
     }
+    epochs = data.train_data_exact_num_epochs or 1
+    if epochs != 1:
+        common["exact_num_epochs"] = epochs
     if bert is not None:  # mask_prob is left out: the analysis reads unmasked samples
         common["bert"] = {"short_seq_prob": bert.short_seq_prob, "bert_binary_head": bert.bert_binary_head}
     if data.mock_data:
