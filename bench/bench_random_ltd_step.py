@@ -8,6 +8,10 @@ embedding and logit FLOPs stay at full length). "saving realised" = (T_1 - T_r) 
 
     .venv/bin/python bench/bench_random_ltd_step.py [--layers 8 --hidden 512 --heads 8 --seq 512 --batch 4]
     python bench/bench_random_ltd_step.py --device cuda --flavor gpt-350m --seq 2048 --batch 8   # bf16 on a GPU
+    python bench/bench_random_ltd_step.py --device cuda --flavor gpt-350m --seq 2048 --batch 8 --compile
+
+``--compile`` sets ``TransformerConfig.torch_compile`` (layers and loss; the warm-up step at each ratio pays the
+compilation, dynamic shapes after the second length) and reports the graph breaks Dynamo recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda runs the model in bf16 with fused AdamW)")
     p.add_argument("--flavor", default=None, help="a TransformerConfig flavour (e.g. gpt-350m) instead of the sizes")
+    p.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout (the paper's recipes: 0.1)")
+    p.add_argument("--compile", action="store_true", help="TransformerConfig.torch_compile (layers and loss)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here (atomically)")
     args = p.parse_args()
     if args.seq % 4 or args.layers < 3:
@@ -60,12 +67,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace):
+    common = dict(max_position_embeddings=args.seq, hidden_dropout=args.dropout, attention_dropout=args.dropout,
+                  torch_compile=args.compile)
     if args.flavor:
-        cfg = TransformerConfig.flavor(args.flavor, max_position_embeddings=args.seq)
+        cfg = TransformerConfig.flavor(args.flavor, **common)
         args.layers = cfg.num_layers
     else:
         cfg = TransformerConfig(num_layers=args.layers, hidden_size=args.hidden, num_attention_heads=args.heads,
-                                max_position_embeddings=args.seq)
+                                **common)
     cuda = args.device.startswith("cuda")
     if cuda:
         cfg.params_dtype = "bfloat16"
@@ -123,6 +132,8 @@ def main() -> None:
     base = statistics.median(times[4])
     print(f"GPT {args.layers}L h{args.hidden} heads{args.heads} S{args.seq} b{args.batch} V{args.vocab}, random-LTD on "
           f"layers {min(ids)}..{max(ids)}, {args.device}{' bf16' if args.device.startswith('cuda') else f', {args.threads} threads'}, median of {args.rounds} steps (fwd+bwd+AdamW)")
+    print(f"dropout {args.dropout}, torch.compile {'on' if args.compile else 'off'}"
+          + (f", graph breaks {sum(counters['graph_break'].values())}" if args.compile else ""))
     print(f"{'r/S':>5} {'r':>5} {'TFLOP/step':>10} {'FLOP ratio':>10} {'measured s':>10} {'predicted s':>11} "
           f"{'GFLOP/s':>8} {'saving realised':>15}")
     rows = []
@@ -139,7 +150,8 @@ def main() -> None:
               f"{predicted:>11.3f} {flops[q] / measured / 1e9:>8.1f} {shown:>15}")
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+        tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                   "graph_breaks": sum(counters["graph_break"].values())}, indent=1))
         os.replace(tmp, args.json)
 
 

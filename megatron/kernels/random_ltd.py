@@ -1,18 +1,20 @@
 """Random-LTD token ops: sample kept tokens, gather them out of and scatter them back into the activations.
 
 Each op has a pure-PyTorch reference (``reference_*``: the spec, the CPU path and the GPU test oracle) and a CUDA
-path (``csrc/random_ltd``) with the same signature; the public functions pick the CUDA path for CUDA tensors when
-``backend() == "cuda"``. Layout is Megatron's sequence-first ``[s, b, h]`` (DeepSpeed's ops take a ``batch_first``
-flag and also allow ``[b, s, h]``; we support only sequence-first) with per-sample token indices ``[b, r]`` (int64,
-distinct, in ``[0, s)``; sorted when they come from :func:`sample_tokens`).
+path (``csrc/random_ltd``) with the same signature, both behind one PyTorch custom op (``torch.ops.megatron_de``:
+``random_ltd_gather``, ``random_ltd_compose``, ``random_ltd_sort``, ``random_ltd_select``) with a schema, a fake
+implementation and an autograd formula, so ``torch.compile`` traces the public functions without a graph break. The
+op picks, when it runs, the CUDA kernel for CUDA tensors if ``backend() == "cuda"``, else the reference. Layout is
+Megatron's sequence-first ``[s, b, h]`` (DeepSpeed's ops take a ``batch_first`` flag and also allow ``[b, s, h]``; we
+support only sequence-first) with per-sample token indices ``[b, r]`` (int64, distinct, in ``[0, s)``; sorted when
+they come from :func:`sample_tokens`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from megatron.kernels._build import cuda_extension_or_none
 
@@ -53,7 +55,7 @@ def _check_indices(indices: torch.Tensor, batch: int, seq_len: int, device: torc
         raise ValueError(f"random_ltd: indices are on {indices.device} but the activations on {device}")
     if indices.shape[1] > seq_len:
         raise ValueError(f"random_ltd: {indices.shape[1]} kept tokens per sample exceed the sequence length {seq_len}")
-    if indices.device.type == "cpu":
+    if indices.device.type == "cpu" and not torch.compiler.is_compiling():
         _check_index_values(indices, seq_len)
     return indices.to(torch.int64).contiguous()
 
@@ -115,7 +117,7 @@ def reference_select_sorted(keys: torch.Tensor, kept: int) -> torch.Tensor:
     # order, exactly r per row.
     composite = keys.to(torch.int64) * seq_len + torch.arange(seq_len, device=keys.device)
     kth = composite.kthvalue(kept, dim=-1, keepdim=True).values
-    return (composite <= kth).nonzero()[:, -1].view(*lead, kept)
+    return (composite <= kth).nonzero()[:, -1].clone().view(*lead, kept)  # own storage (nonzero is transposed)
 
 
 def reference_sort_tokens(indices: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -135,41 +137,121 @@ def reference_scatter_tokens(hidden: torch.Tensor, part: torch.Tensor, indices: 
     return hidden.scatter(0, indices.t().unsqueeze(-1).expand(r, b, h), part)
 
 
+def reference_compose_tokens(
+    hidden: torch.Tensor | None, part: torch.Tensor | None, indices: torch.Tensor, seq_len: int
+) -> torch.Tensor:
+    """``[s, b, h]`` with the rows at ``indices`` taken from ``part`` (zeros if None) and the others from ``hidden``
+    (zeros if None): the scatter and both gradients of gather and scatter, computed as torch's autograd computes
+    those gradients (``scatter_add_`` into zeros, ``scatter`` of 0), so the values match bit for bit."""
+    src = hidden if hidden is not None else part
+    assert src is not None, "compose_tokens needs hidden or part"
+    r, b, h = indices.shape[1], indices.shape[0], src.shape[-1]
+    index = indices.t().unsqueeze(-1).expand(r, b, h)
+    if part is None:
+        return hidden.scatter(0, index, 0.0)
+    if hidden is None:
+        return part.new_zeros(seq_len, b, h).scatter_add_(0, index, part)
+    return hidden.scatter(0, index, part)
+
+
 # --------------------------------------------------------------------------------------------------------------
-# CUDA autograd functions (one fused pass per direction; each output row is written once)
+# Custom ops: the CUDA kernel or the reference behind one schema each (one fused pass per direction on CUDA)
 # --------------------------------------------------------------------------------------------------------------
-class _GatherTokens(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(indices)
-        ctx.seq_len = hidden.shape[0]
-        return _ext_for(hidden).gather_tokens(hidden.contiguous(), indices)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        (indices,) = ctx.saved_tensors
-        ext = _ext_for(grad)
-        inv = ext.inverse_index(indices, ctx.seq_len)
-        return ext.compose_tokens(None, grad.contiguous(), inv, grad.shape[-1]), None
+@torch.library.custom_op("megatron_de::random_ltd_gather", mutates_args=())
+def _gather_op(hidden: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``[s, b, h]``, int64 ``[b, r]`` -> ``[r, b, h]`` (see :func:`gather_tokens`)."""
+    ext = _ext_for(hidden)
+    if ext is None:
+        return reference_gather_tokens(hidden, indices)
+    return ext.gather_tokens(hidden.contiguous(), indices.contiguous())
 
 
-class _ScatterTokens(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, part: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        ext = _ext_for(hidden)
-        inv = ext.inverse_index(indices, hidden.shape[0])
-        ctx.save_for_backward(indices, inv)
-        return ext.compose_tokens(hidden.contiguous(), part.contiguous(), inv, hidden.shape[-1])
+@_gather_op.register_fake
+def _(hidden: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    return hidden.new_empty((indices.shape[1], *hidden.shape[1:]))
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        indices, inv = ctx.saved_tensors
-        ext, grad = _ext_for(grad), grad.contiguous()
-        grad_hidden = ext.compose_tokens(grad, None, inv, grad.shape[-1]) if ctx.needs_input_grad[0] else None
-        grad_part = ext.gather_tokens(grad, indices) if ctx.needs_input_grad[1] else None
-        return grad_hidden, grad_part, None
+
+@torch.library.custom_op("megatron_de::random_ltd_compose", mutates_args=())
+def _compose_op(
+    hidden: torch.Tensor | None, part: torch.Tensor | None, indices: torch.Tensor, seq_len: int
+) -> torch.Tensor:
+    """``[s, b, h]``: rows at ``indices`` from ``part`` (zeros if None), the others from ``hidden`` (zeros if None)."""
+    # Contiguous inputs give a contiguous output on both paths, as the fake implementation promises.
+    hidden = None if hidden is None else hidden.contiguous()
+    part = None if part is None else part.contiguous()
+    ext = _ext_for(indices)
+    if ext is None:
+        return reference_compose_tokens(hidden, part, indices, seq_len)
+    h = (hidden if hidden is not None else part).shape[-1]
+    return ext.compose_tokens(hidden, part, ext.inverse_index(indices.contiguous(), seq_len), h)
+
+
+@_compose_op.register_fake
+def _(hidden: torch.Tensor | None, part: torch.Tensor | None, indices: torch.Tensor, seq_len: int) -> torch.Tensor:
+    src = hidden if hidden is not None else part
+    return src.new_empty((seq_len, indices.shape[0], src.shape[-1]))
+
+
+# Autograd through the same ops (so double backward and compiled backward graphs work too): the gradient of a
+# gather is a compose into zeros; a compose passes the gradient of its dropped rows to hidden and of its kept
+# rows, gathered, to part.
+def _gather_setup(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    hidden, indices = inputs
+    ctx.save_for_backward(indices)
+    ctx.seq_len = hidden.shape[0]
+
+
+def _compose_setup(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    _, _, indices, seq_len = inputs
+    ctx.save_for_backward(indices)
+    ctx.seq_len = seq_len
+
+
+def _gather_backward(ctx: Any, grad: torch.Tensor):
+    (indices,) = ctx.saved_tensors
+    return _compose_op(None, grad, indices, ctx.seq_len), None
+
+
+def _compose_backward(ctx: Any, grad: torch.Tensor):
+    (indices,) = ctx.saved_tensors
+    grad_hidden = _compose_op(grad, None, indices, ctx.seq_len) if ctx.needs_input_grad[0] else None
+    grad_part = _gather_op(grad, indices) if ctx.needs_input_grad[1] else None
+    return grad_hidden, grad_part, None, None
+
+
+_gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
+_compose_op.register_autograd(_compose_backward, setup_context=_compose_setup)
+
+
+@torch.library.custom_op("megatron_de::random_ltd_select", mutates_args=())
+def _select_op(keys: torch.Tensor, kept: int) -> torch.Tensor:
+    """int32 keys ``[..., s]`` -> int64 ``[..., kept]``: the positions of the ``kept`` smallest, ascending."""
+    ext = _ext_for(keys)
+    if ext is None:
+        return reference_select_sorted(keys, kept)
+    with torch.cuda.device(keys.device):
+        return ext.select_sorted(keys.contiguous(), kept)
+
+
+@_select_op.register_fake
+def _(keys: torch.Tensor, kept: int) -> torch.Tensor:
+    return keys.new_empty((*keys.shape[:-1], kept), dtype=torch.int64)
+
+
+@torch.library.custom_op("megatron_de::random_ltd_sort", mutates_args=())
+def _sort_op(indices: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """int64 ``[..., r]`` distinct values in ``[0, seq_len)`` -> the same rows ascending."""
+    indices = indices.contiguous()
+    ext = _ext_for(indices)
+    if ext is None:
+        return reference_sort_tokens(indices, seq_len)
+    with torch.cuda.device(indices.device):
+        return ext.sort_distinct(indices, seq_len)
+
+
+@_sort_op.register_fake
+def _(indices: torch.Tensor, seq_len: int) -> torch.Tensor:
+    return indices.new_empty(indices.shape, dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -186,7 +268,9 @@ def sample_tokens(
     lower position; a tie at the cut has probability below ``seq_len**2 / 2**32`` per row), so it is reproducible
     from the generator state and identical on every tensor-parallel rank that passes the same state (use the RNG
     tracker's generator). The CUDA path selects and orders the positions in one kernel without a sort, for any
-    ``seq_len``; it returns exactly what the reference returns for the same keys.
+    ``seq_len``; it returns exactly what the reference returns for the same keys. Under ``torch.compile`` the
+    selection is the custom op ``random_ltd_select``; Dynamo cannot pass a ``torch.Generator`` to the key draw, so
+    compiled callers draw from the default generator (``generator=None``) or call this outside the graph.
 
     Args:
         num_layers: number of random-LTD layers L.
@@ -201,12 +285,7 @@ def sample_tokens(
     """
     _check_sample_args(num_layers, batch, seq_len, kept)
     device = _resolve_device(generator, device)
-    ext = _ext_for(device)
-    if ext is None:
-        return reference_sample_tokens(num_layers, batch, seq_len, kept, generator, device)
-    keys = _draw_keys((num_layers, batch, seq_len), generator, device)
-    with torch.cuda.device(device):
-        return ext.select_sorted(keys, kept)
+    return _select_op(_draw_keys((num_layers, batch, seq_len), generator, device), kept)
 
 
 def sort_tokens(indices: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -224,13 +303,9 @@ def sort_tokens(indices: torch.Tensor, seq_len: int) -> torch.Tensor:
         raise ValueError(
             f"random_ltd.sort_tokens: need [..., r] with r <= seq_len ({seq_len}), got {tuple(indices.shape)}"
         )
-    if indices.device.type == "cpu":
+    if indices.device.type == "cpu" and not torch.compiler.is_compiling():
         _check_index_values(indices.reshape(-1, indices.shape[-1]), seq_len)
-    ext = _ext_for(indices)
-    if ext is None:
-        return reference_sort_tokens(indices, seq_len)
-    with torch.cuda.device(indices.device):
-        return ext.sort_distinct(indices.to(torch.int64).contiguous(), seq_len)
+    return _sort_op(indices.to(torch.int64), seq_len)
 
 
 def gather_tokens(hidden: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -248,10 +323,7 @@ def gather_tokens(hidden: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         ``[r, b, h]``, contiguous, same dtype and device.
     """
     s, b, _ = _check_hidden(hidden)
-    indices = _check_indices(indices, b, s, hidden.device)
-    if _ext_for(hidden) is None:
-        return reference_gather_tokens(hidden, indices)
-    return _GatherTokens.apply(hidden, indices)
+    return _gather_op(hidden, _check_indices(indices, b, s, hidden.device))
 
 
 def scatter_tokens(hidden: torch.Tensor, part: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -277,9 +349,7 @@ def scatter_tokens(hidden: torch.Tensor, part: torch.Tensor, indices: torch.Tens
             f"random_ltd.scatter_tokens: part must be [r, b, h] = {(r, b, h)} {hidden.dtype} on {hidden.device}, "
             f"got {tuple(part.shape)} {part.dtype} on {part.device}"
         )
-    if _ext_for(hidden) is None:
-        return reference_scatter_tokens(hidden, part, indices)
-    return _ScatterTokens.apply(hidden, part, indices)
+    return _compose_op(hidden, part, indices, s)
 
 
 def slice_attention_mask(mask: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

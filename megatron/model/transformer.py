@@ -5,11 +5,15 @@ and the core runs through ``torch.nn.functional.scaled_dot_product_attention``. 
 sequence length, so random-LTD can run it on any sorted subset of tokens with the matching slice of the mask and of
 the rotary angles. Activation recomputation goes through ``megatron.parallel.random.checkpoint`` so dropout is
 replayed exactly.
+
+With attention dropout in training, a layer's computation runs inside the RNG tracker's model-parallel fork, taken
+once per layer call outside any compiled graph: attention dropout draws from the (per-TP-rank) default generator
+inside SDPA's fused kernels, and hidden dropout from the replicated stream's state that the fork yields, passed
+explicitly. ``TransformerLayer.compile`` compiles just that computation, so ``torch.compile`` sees no RNG state swap
+and traces each layer without a graph break.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +21,7 @@ from torch import nn
 
 from megatron.model.config import TransformerConfig
 from megatron.parallel.layers import ColumnParallelLinear, RowParallelLinear, normal_init, scaled_normal_init
-from megatron.parallel.random import MODEL_PARALLEL_RNG, RNGStatesTracker, checkpoint, derive_seed
+from megatron.parallel.random import MODEL_PARALLEL_RNG, RNGState, RNGStatesTracker, checkpoint, derive_seed, dropout
 from megatron.parallel.state import ParallelState
 from megatron.parallel.utils import divide
 
@@ -56,14 +60,12 @@ class ParallelAttention(nn.Module):
     """Self-attention with heads split over TP ranks: ``[s, b, h] -> [s, b, h]``.
 
     The fused QKV weight is laid out per head (rows ``[q_i; k_i; v_i]`` for head i, Megatron's legacy layout), so
-    the contiguous TP split of its rows hands each rank whole heads. Attention dropout runs under the tracker's
-    model-parallel stream: each rank owns different heads, so their masks must be independent.
+    the contiguous TP split of its rows hands each rank whole heads. Attention dropout draws from the default
+    generator, which the calling :class:`TransformerLayer` has set to the tracker's model-parallel stream: each rank
+    owns different heads, so their masks must be independent.
     """
 
-    def __init__(
-        self, config: TransformerConfig, parallel_state: ParallelState, *, rng_tracker: RNGStatesTracker,
-        init_seed: int,
-    ) -> None:
+    def __init__(self, config: TransformerConfig, parallel_state: ParallelState, *, init_seed: int) -> None:
         super().__init__()
         tp = parallel_state.tp_size
         self.heads_per_rank = divide(config.num_attention_heads, tp, "num_attention_heads",
@@ -83,7 +85,6 @@ class ParallelAttention(nn.Module):
         )
         self.attention_dropout = config.attention_dropout
         self.recompute_core = config.recompute_granularity == "selective"
-        self.rng_tracker = rng_tracker
 
     def _core_attention(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None, is_causal: bool
@@ -93,11 +94,10 @@ class ParallelAttention(nn.Module):
         dropout_p = self.attention_dropout if self.training else 0.0
         # SDPA's boolean mask marks positions that take part; ours (Megatron's) marks the masked ones.
         sdpa_mask = None if attention_mask is None else ~attention_mask
-        with self.rng_tracker.fork(MODEL_PARALLEL_RNG) if dropout_p > 0 else contextlib.nullcontext():
-            # Softmax statistics are accumulated in fp32 inside SDPA's kernels for half inputs.
-            ctx = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal and attention_mask is None
-            )  # [b, np/tp, s, hn]
+        # Softmax statistics are accumulated in fp32 inside SDPA's kernels for half inputs.
+        ctx = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal and attention_mask is None
+        )  # [b, np/tp, s, hn]
         return ctx.permute(2, 0, 1, 3).reshape(s, b, self.heads_per_rank * self.kv_channels)  # [s, b, h/tp]
 
     def forward(
@@ -111,7 +111,8 @@ class ParallelAttention(nn.Module):
         if rotary_pos_emb is not None:
             q, k = apply_rotary_pos_emb(q, rotary_pos_emb), apply_rotary_pos_emb(k, rotary_pos_emb)
         if self.recompute_core:
-            ctx = checkpoint(self._core_attention, q, k, v, attention_mask, is_causal, rng_tracker=self.rng_tracker)
+            # torch's checkpoint replays the default generator, i.e. the model-parallel stream the layer installed.
+            ctx = checkpoint(self._core_attention, q, k, v, attention_mask, is_causal)
         else:
             ctx = self._core_attention(q, k, v, attention_mask, is_causal)
         return self.dense(ctx)  # [s, b, h]
@@ -143,8 +144,11 @@ class ParallelMLP(nn.Module):
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm block: ``x + drop(attn(ln1(x)))``, then ``y + drop(mlp(ln2(y)))``.
 
-    Hidden dropout acts on the replicated ``[s, b, h]`` stream and therefore uses torch's default generator, which
-    the training setup seeds identically on all TP ranks.
+    Hidden dropout acts on the replicated ``[s, b, h]`` stream and therefore draws from torch's default stream, which
+    the training setup seeds identically on all TP ranks. With attention dropout in training, :meth:`forward` runs
+    the layer inside ``rng_tracker.fork(MODEL_PARALLEL_RNG)`` and hidden dropout draws from the default stream's
+    state the fork yields (:func:`megatron.parallel.random.dropout`): the same masks as outside the fork, without a
+    state swap inside the layer's computation (:meth:`compile` compiles only that computation).
     """
 
     def __init__(
@@ -155,13 +159,23 @@ class TransformerLayer(nn.Module):
         self.layer_number = layer_number
         dtype = config.torch_params_dtype
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon, dtype=dtype)
-        self.self_attention = ParallelAttention(
-            config, parallel_state, rng_tracker=rng_tracker, init_seed=derive_seed(init_seed, "self_attention")
-        )
+        self.self_attention = ParallelAttention(config, parallel_state,
+                                                init_seed=derive_seed(init_seed, "self_attention"))
         self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon, dtype=dtype)
         self.mlp = ParallelMLP(config, parallel_state, init_seed=derive_seed(init_seed, "mlp"))
         self.hidden_dropout = config.hidden_dropout
         self.residual_post_layernorm = config.apply_residual_connection_post_layernorm
+        self.rng_tracker = rng_tracker
+        self._compiled_body = None
+
+    def compile(self, *args, **kwargs) -> None:
+        """Compile the layer's computation with ``torch.compile(*args, **kwargs)``, in place.
+
+        Unlike ``nn.Module.compile`` this leaves :meth:`forward`'s RNG fork outside the graph (Dynamo cannot trace
+        ``get_rng_state``/``set_rng_state``), so dropout and attention dropout compile without a graph break.
+        Wrappers that replace this layer in a ``ModuleList`` (random-LTD) still call the compiled computation.
+        """
+        self._compiled_body = torch.compile(TransformerLayer._body, *args, **kwargs)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -187,13 +201,25 @@ class TransformerLayer(nn.Module):
             )
         if attention_mask is not None and tuple(attention_mask.shape[-2:]) != (s, s):
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match {s} tokens")
+        body = TransformerLayer._body if self._compiled_body is None else self._compiled_body
+        if not (self.training and self.self_attention.attention_dropout > 0):
+            return body(self, hidden_states, attention_mask, rotary_pos_emb, is_causal, None)
+        with self.rng_tracker.fork(MODEL_PARALLEL_RNG) as replicated_rng_state:
+            return body(self, hidden_states, attention_mask, rotary_pos_emb, is_causal, replicated_rng_state)
+
+    def _body(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, rotary_pos_emb: torch.Tensor | None,
+        is_causal: bool, hidden_rng_state: RNGState | None,
+    ) -> torch.Tensor:
+        """The layer's computation (what :meth:`compile` compiles); hidden dropout draws from ``hidden_rng_state``
+        when given, else from the default generator."""
         ln_out = self.input_layernorm(hidden_states)
         attn = self.self_attention(ln_out, attention_mask, rotary_pos_emb, is_causal)
         residual = ln_out if self.residual_post_layernorm else hidden_states
-        hidden = residual + F.dropout(attn, self.hidden_dropout, self.training)
+        hidden = residual + dropout(attn, self.hidden_dropout, self.training, hidden_rng_state)
         ln_out = self.post_attention_layernorm(hidden)
         residual = ln_out if self.residual_post_layernorm else hidden
-        return residual + F.dropout(self.mlp(ln_out), self.hidden_dropout, self.training)
+        return residual + dropout(self.mlp(ln_out), self.hidden_dropout, self.training, hidden_rng_state)
 
 
 class TransformerBlock(nn.Module):
@@ -218,7 +244,7 @@ class TransformerBlock(nn.Module):
                                             dtype=config.torch_params_dtype)
         if config.torch_compile:
             for layer in self.layers:
-                layer.compile()  # in place: wrappers (random-LTD) that replace the entry still call the compiled layer
+                layer.compile()  # in place: wrappers (random-LTD) that replace the entry still call the compiled body
         self.rng_tracker = rng_tracker
         self.recompute_full = config.recompute_granularity == "full"
         self.recompute_method = config.recompute_method

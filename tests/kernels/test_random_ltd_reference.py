@@ -1,6 +1,6 @@
 """CPU tests of the random-LTD token ops (the PyTorch reference path): gather/scatter values and gradients against a
 naive per-sample loop, the statistics and reproducibility of token sampling, mask slicing, input validation, and the
-backend switch (no compilation without CUDA)."""
+backend switch (no compilation without CUDA), and the custom-op registration that lets torch.compile trace them."""
 
 from __future__ import annotations
 
@@ -95,6 +95,58 @@ def test_gather_layer_scatter_passes_dropped_token_gradients_through():
     for j in range(b):
         kept[idx[j], j] = True
     assert torch.equal(x.grad[~kept], g[~kept]), "dropped tokens must receive the output gradient unchanged"
+
+
+def _op_cases():
+    s, b, h, r = 9, 2, 4, 3
+    hidden = torch.randn(s, b, h, requires_grad=True)
+    part = torch.randn(r, b, h, requires_grad=True)
+    strided = torch.randn(b, s, h).transpose(0, 1).requires_grad_()  # [s, b, h] view with batch-major storage
+    idx = torch.tensor([[0, 4, 7], [1, 2, 8]])
+    keys = torch.randint(0, 2**31, (2, 3, s), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    ops = torch.ops.megatron_de
+    return {
+        "gather": (ops.random_ltd_gather, (hidden, idx)),
+        "gather_strided": (ops.random_ltd_gather, (strided, idx)),
+        "compose": (ops.random_ltd_compose, (hidden, part, idx, s)),
+        "compose_strided": (ops.random_ltd_compose, (strided, part, idx, s)),
+        "compose_into_zeros": (ops.random_ltd_compose, (None, part, idx, s)),
+        "compose_drop_kept": (ops.random_ltd_compose, (hidden, None, idx, s)),
+        "select": (ops.random_ltd_select, (keys, 4)),
+        "sort": (ops.random_ltd_sort, (idx.flip(-1), s)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_op_cases()))
+def test_custom_ops_pass_opcheck(case):
+    """torch.library.opcheck: each op's schema, fake implementation (shapes, dtypes and strides of the real output,
+    also for strided inputs), autograd registration and AOT dispatch agree with the real op."""
+    op, args = _op_cases()[case]
+    torch.library.opcheck(op, args)
+
+
+def test_token_ops_compile_without_graph_break():
+    """torch.compile(fullgraph=True) traces sampling, sorting, gather, a layer and scatter (a graph break would raise)
+    and gives the eager values and gradients: the ops are custom ops with fake implementations and autograd, and the
+    index checks that read values are skipped while tracing."""
+    s, b, h, r = 12, 3, 8, 5
+    weight = torch.randn(h, h)
+
+    def routed(x, unsorted):
+        idx = random_ltd.sample_tokens(1, b, s, r)[0] if unsorted is None else random_ltd.sort_tokens(unsorted, s)
+        return random_ltd.scatter_tokens(x, torch.tanh(random_ltd.gather_tokens(x, idx) @ weight), idx)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(routed, backend="aot_eager", fullgraph=True)
+    for unsorted in (None, _indices(b, s, r)):
+        outs = []
+        for fn in (routed, compiled):
+            x = torch.randn(s, b, h, generator=torch.Generator().manual_seed(1), requires_grad=True)
+            torch.manual_seed(5)
+            out = fn(x, unsorted)
+            out.backward(torch.ones_like(out))
+            outs.append((out.detach(), x.grad))
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
 @pytest.mark.parametrize("s,r", [(1, 1), (17, 0), (17, 1), (17, 9), (17, 17), (300, 128)])

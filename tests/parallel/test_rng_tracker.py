@@ -1,4 +1,5 @@
-"""RNG tracker streams (per-TP-rank vs shared), state save/restore, and RNG-preserving recomputation."""
+"""RNG tracker streams (per-TP-rank vs shared), state save/restore, RNG-preserving recomputation, and dropout from
+an explicit stream state (the form torch.compile traces)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from megatron.parallel.random import (
     RNGStatesTracker,
     checkpoint,
     derive_seed,
+    dropout,
 )
 from megatron.parallel.state import ParallelState
 
@@ -129,3 +131,107 @@ def test_checkpoint_without_tracker_state_restore_would_differ():
     out = _noisy(out, w, tracker)
     out.square().sum().backward()
     assert not torch.equal(x.grad, _run(False)[1])
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32)  # bitwise comparison: tells -0.0 from 0.0
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.07])
+def test_dropout_from_explicit_state_is_f_dropout_bitwise(p):
+    """dropout(x, p, True, rng_state) gives F.dropout's output and gradient bit for bit (fp32 on CPU, signed zeros
+    included) from the same generator state, advances the state exactly as F.dropout advances the default
+    generator, and leaves the default generator alone; without a state, or in eval mode, it is F.dropout."""
+    x = torch.randn(33, 2, 40, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    grad = torch.randn(33, 2, 40, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(7)
+    expected = F.dropout(x, p, True)
+    expected_state = torch.get_rng_state()
+    state = {"cpu": torch.Generator().manual_seed(7).get_state()}
+    torch.manual_seed(0)
+    default_before = torch.get_rng_state()
+    out = dropout(x, p, True, state)
+    assert torch.equal(torch.get_rng_state(), default_before)
+    assert torch.equal(_bits(out), _bits(expected))
+    assert torch.equal(state["cpu"], expected_state)
+    (g_expected,) = torch.autograd.grad(expected, x, grad)
+    (g_out,) = torch.autograd.grad(out, x, grad)
+    assert torch.equal(_bits(g_out), _bits(g_expected))
+    assert torch.equal(dropout(x, p, False, state), x)
+    torch.manual_seed(7)
+    assert torch.equal(dropout(x, p, True), expected)
+
+
+def test_dropout_from_explicit_state_is_unbiased_for_bf16():
+    """For bf16 the kept values are x / (1 - p) rounded once: the mean ratio out / x over kept elements is 1 / (1 - p)
+    to within 2e-4 (a bf16-rounded scale, 1.109375 for p = 0.1, would be 0.16% low on every element); the keep mask
+    is the one drawn for fp32 from the same state."""
+    x = torch.randn(8192, generator=torch.Generator().manual_seed(0)).bfloat16()
+    out = dropout(x, 0.1, True, {"cpu": torch.Generator().manual_seed(3).get_state()})
+    keep = out != 0
+    ratio = (out[keep].double() / x[keep].double()).mean().item()
+    assert abs(ratio * 0.9 - 1) < 2e-4, ratio
+    ref = dropout(x.float(), 0.1, True, {"cpu": torch.Generator().manual_seed(3).get_state()})
+    assert torch.equal(keep, ref != 0)
+
+
+def test_fork_yields_the_outer_state_for_explicit_draws():
+    """Inside fork(MODEL_PARALLEL_RNG), dropout from the yielded state draws the masks the default stream would draw
+    outside the fork (interleaved with draws from the forked stream), and after the fork the default generator has
+    advanced past them: the masks of a layer's hidden dropout do not change when the layer runs inside the fork."""
+    x = torch.ones(64)
+    tracker = RNGStatesTracker.build(5, ParallelState.single())
+    saved = tracker.get_states()
+    torch.manual_seed(9)
+    first = F.dropout(x, 0.5)
+    with tracker.fork(MODEL_PARALLEL_RNG):
+        tracked = F.dropout(x, 0.5)
+    second, after = F.dropout(x, 0.5), F.dropout(x, 0.5)
+
+    tracker.set_states(saved)
+    torch.manual_seed(9)
+    with tracker.fork(MODEL_PARALLEL_RNG) as outer:
+        assert torch.equal(dropout(x, 0.5, True, outer), first)
+        assert torch.equal(F.dropout(x, 0.5), tracked)
+        assert torch.equal(dropout(x, 0.5, True, outer), second)
+    assert torch.equal(F.dropout(x, 0.5), after)
+
+
+def test_generator_draws_like_fork_without_touching_the_default_generator():
+    """tracker.generator(name, device) hands out the stream as a torch.Generator: its draws equal those under
+    fork(name), the stream advances by them, and the default generator is untouched."""
+    tracker = RNGStatesTracker.build(5, ParallelState.single())
+    saved = tracker.get_states()
+    with tracker.fork(TOKEN_ROUTING_RNG):
+        expected = [torch.randint(0, 100, (8,)) for _ in range(2)]
+    tracker.set_states(saved)
+    torch.manual_seed(0)
+    default_before = torch.get_rng_state()
+    for want in expected:
+        with tracker.generator(TOKEN_ROUTING_RNG, "cpu") as gen:
+            assert torch.equal(torch.randint(0, 100, (8,), generator=gen), want)
+    assert torch.equal(torch.get_rng_state(), default_before)
+    with pytest.raises(KeyError):
+        with tracker.generator("missing", "cpu"):
+            pass
+
+
+def test_dropout_from_explicit_state_compiles_without_graph_break():
+    """torch.compile(fullgraph=True) traces two dropouts of the same tensor from an explicit state (a graph break
+    would raise) and reproduces the eager masks, gradient and state advance: the draw is ordered by its state
+    argument, never merged with an identical call (CSE) and not recomputed in the backward graph."""
+    def two_dropouts(x, state):
+        return dropout(x, 0.5, True, state) * 2 + dropout(x, 0.5, True, state)
+
+    torch._dynamo.reset()
+    x = torch.randn(16, 8, requires_grad=True)
+    results = []
+    for fn in (two_dropouts, torch.compile(two_dropouts, backend="aot_eager", fullgraph=True)):
+        state = {"cpu": torch.Generator().manual_seed(4).get_state()}
+        out = fn(x, state)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        results.append((out, grad, state["cpu"]))
+    (eager_out, eager_grad, eager_state), (out, grad, state) = results
+    assert torch.equal(out, eager_out) and torch.equal(grad, eager_grad) and torch.equal(state, eager_state)
+    first = dropout(x, 0.5, True, {"cpu": torch.Generator().manual_seed(4).get_state()})
+    assert not torch.equal(out, 3 * first), "the two draws were merged into one"

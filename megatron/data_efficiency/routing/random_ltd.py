@@ -73,14 +73,15 @@ class RandomLTDController:
     the training loop with the tracker's other streams).
 
     Index draws: the first wrapped layer (ordinal 0) of every training forward draws ``[n, b, r]`` indices for all
-    ``n`` wrapped layers in one :func:`sample_tokens` call under ``rng_tracker.fork(TOKEN_ROUTING_RNG)``; that stream
-    is seeded alike on all TP ranks, so every rank keeps the same tokens. The draw is cached under the stream's
-    state *after* the draw, and the later layers look it up by the stream's current state. That makes activation
-    recomputation exact without knowing whether a call is a recomputation: the RNG-aware ``checkpoint`` reinstalls
-    the tracker states the chunk saw in forward, so a replayed ordinal 0 redraws the same indices from the same
-    state and a replayed later layer finds the draw of its own forward, even when several micro-batches ran forward
-    before any backward. The cache is cleared by :meth:`set_step` (all backward passes of the previous step are
-    done by then) and capped at ``max_cached_draws`` entries; a lookup that misses raises instead of guessing.
+    ``n`` wrapped layers in one :func:`sample_tokens` call from ``rng_tracker.generator(TOKEN_ROUTING_RNG, ...)``
+    (an explicit generator: the default generators are not touched); that stream is seeded alike on all TP ranks, so
+    every rank keeps the same tokens. The draw is cached under the stream's state *after* the draw, and the later
+    layers look it up by the stream's current state. That makes activation recomputation exact without knowing
+    whether a call is a recomputation: the RNG-aware ``checkpoint`` reinstalls the tracker states the chunk saw in
+    forward, so a replayed ordinal 0 redraws the same indices from the same state and a replayed later layer finds
+    the draw of its own forward, even when several micro-batches ran forward before any backward. The cache is
+    cleared by :meth:`set_step` (all backward passes of the previous step are done by then) and capped at
+    ``max_cached_draws`` entries; a lookup that misses raises instead of guessing.
     """
 
     def __init__(
@@ -164,8 +165,8 @@ class RandomLTDController:
         """
         if ordinal == 0:
             s, b = hidden.shape[:2]
-            with self.rng_tracker.fork(TOKEN_ROUTING_RNG):
-                drawn = sample_tokens(len(self.layer_ids), b, s, self.kept_for(s), device=hidden.device)
+            with self.rng_tracker.generator(TOKEN_ROUTING_RNG, hidden.device) as gen:
+                drawn = sample_tokens(len(self.layer_ids), b, s, self.kept_for(s), gen, hidden.device)
             key = self._stream_key(hidden)
             self._draws[key] = drawn
             self._draws.move_to_end(key)
