@@ -2,7 +2,7 @@
 """Reproduce the DeepSpeed Data Efficiency tables at small scale, in one command.
 
     python tools/reproduce_paper.py --tables 1 2 3 4 6 7 --scale cpu --seeds 2 --output-dir runs/paper
-    python tools/reproduce_paper.py --tables 7 --scale tiny --seeds 1 --output-dir /tmp/smoke   # seconds per case
+    python tools/reproduce_paper.py --tables 7 --scale tiny --seeds 1 --output-dir runs/smoke   # seconds per case
     python tools/reproduce_paper.py --tables 7 --scale cpu --dry-run                             # the plan only
     python tools/reproduce_paper.py --tables 1 --input my_docs.jsonl --output-dir runs/mine      # your documents
 

@@ -25,8 +25,18 @@ class StepFailed(RuntimeError):
 
 
 def shell_line(argv: Sequence[str]) -> str:
-    """The command as one line a user can paste into a shell from the repository root."""
-    return shlex.join(str(a) for a in argv)
+    """The command as one line a user can paste into a shell from the repository root, on any machine: paths inside
+    the repository are written relative to it, and an interpreter outside it as plain ``python``."""
+
+    def portable(arg: str, is_program: bool) -> str:
+        path = Path(arg)
+        if not path.is_absolute():
+            return arg
+        if path.is_relative_to(REPO):
+            return str(path.relative_to(REPO))
+        return "python" if is_program else arg
+
+    return shlex.join(portable(str(a), i == 0) for i, a in enumerate(argv))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

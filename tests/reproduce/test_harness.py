@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from megatron.reproduce.commands import shell_line
 from megatron.reproduce.harness import Harness, HarnessOptions
 from megatron.reproduce.paper import RunSpec
 
@@ -82,3 +83,12 @@ def test_harness_plan_and_run_directories(tmp_path):
     assert h.seeds == [1234, 1235]
     assert h.run_dir(RunSpec("gpt"), 1235) == tmp_path / "runs" / "gpt_base_d100" / "seed1235"
     assert len({r.key for r in h.runs}) == len(h.runs) == 16
+
+
+def test_stored_command_lines_name_no_path_of_this_machine():
+    """Command lines stored for rerunning by hand name the repository's files relative to its root and an
+    interpreter outside it as plain python, so they paste on any checkout; other arguments stay as given."""
+    assert shell_line([REPO / ".venv" / "bin" / "python", "tasks/main.py", "--load", REPO / "runs" / "a b"]) == (
+        ".venv/bin/python tasks/main.py --load 'runs/a b'")
+    assert shell_line(["/usr/bin/python3", "pretrain_gpt.py", "--data-path", "/data/x"]) == (
+        "python pretrain_gpt.py --data-path /data/x")

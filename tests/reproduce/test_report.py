@@ -235,7 +235,7 @@ def test_report_has_every_section_and_the_rerun_commands():
     assert "python pretrain_gpt.py --seed 1234 --run gpt_base_ltd_d67" in text
     assert "seed 1235 failed: `OOM`" in text
     assert "<details>" in text and "</details>" in text
-    assert "- [x.png](x.png)" in render_report(results, plot_paths=["/tmp/out/x.png"])
+    assert "- [x.png](x.png)" in render_report(results, plot_paths=["out/x.png"])
     assert "- [y.png](y.png)" in render_report(results | {"plots": ["y.png"]})
 
 
