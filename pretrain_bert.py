@@ -11,7 +11,6 @@ padding mask gathered at them).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Sequence
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from megatron.data.batch import build_bert_batch
 from megatron.data.bert_dataset import BertDataConfig, build_bert_datasets
-from megatron.logging import setup_logging
+from megatron.logging import run_entry_point, setup_logging
 from megatron.model.bert import BertModel
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
@@ -92,9 +91,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, NotImplementedError) as exc:  # user mistakes: one line, once (rank 0), no traceback
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises the same error
-            print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main, sys.argv[1:])

@@ -7,7 +7,6 @@ Launch on one process with ``python pretrain_gpt.py ...`` or on several with
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Sequence
 
@@ -16,7 +15,7 @@ from torch import nn
 
 from megatron.data.batch import build_gpt_batch
 from megatron.data.gpt_dataset import build_gpt_datasets
-from megatron.logging import setup_logging
+from megatron.logging import run_entry_point, setup_logging
 from megatron.model.gpt import GPTModel
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
@@ -65,9 +64,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, NotImplementedError) as exc:  # user mistakes: one line, once (rank 0), no traceback
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises the same error
-            print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main, sys.argv[1:])

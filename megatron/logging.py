@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Callable, Sequence
 
 _CONFIGURED = False
 
@@ -45,6 +46,18 @@ def setup_logging(level: int | str = "INFO") -> None:
 def get_logger(name: str) -> logging.Logger:
     """Logger for a module; pass ``__name__``."""
     return logging.getLogger(name)
+
+
+def run_entry_point(main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> None:
+    """Run an entry script's ``main(argv)``: a user mistake (``ValueError`` / ``NotImplementedError``) prints one
+    ``error: ...`` line, on global rank 0 only (under torchrun every rank raises the same error), without a
+    traceback, and exits with status 2. ``main`` itself keeps raising for in-process callers."""
+    try:
+        main(argv)
+    except (ValueError, NotImplementedError) as exc:
+        if _global_rank() == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def log_rank0(logger: logging.Logger, msg: str, *args, level: int = logging.INFO) -> None:

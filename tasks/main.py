@@ -21,6 +21,7 @@ from typing import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from megatron.logging import run_entry_point  # noqa: E402
 from megatron.tasks.common import TaskResult, build_task_config, report, task_context  # noqa: E402
 from megatron.tasks.registry import get_runner  # noqa: E402
 
@@ -36,8 +37,4 @@ def main(argv: Sequence[str] | None = None) -> TaskResult:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, NotImplementedError) as exc:  # user mistakes: one clear line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main, sys.argv[1:])
