@@ -39,7 +39,7 @@ from megatron.training.initialize import current_device, initialize_distributed,
 
 __all__ = [
     "TaskContext", "TaskResult", "build_task_config", "task_context", "load_weights", "report", "write_json_atomic",
-    "checkpoint_config",
+    "checkpoint_config", "jsonl_rows",
 ]
 
 logger = get_logger(__name__)
@@ -76,6 +76,23 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def jsonl_rows(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+    """``("path:line", parsed value)`` for every non-blank line of a JSONL task file.
+
+    Raises:
+        ValueError: naming ``path:line`` for a line that is not valid JSON.
+    """
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not valid JSON ({exc.msg}); each line must hold one JSON object") from None
 
 
 # ---- config -------------------------------------------------------------------------------------------------------

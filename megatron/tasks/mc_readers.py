@@ -7,12 +7,12 @@ HellaSwag, PIQA, ARC, BoolQ, Winogrande and RACE, with the prompts of lm-evaluat
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from megatron.tasks.common import jsonl_rows
 from megatron.tasks.race import race_files
 
 __all__ = ["McExample", "READERS", "read_examples", "iter_jsonl", "piqa_labels_path", "hellaswag_preprocess"]
@@ -45,18 +45,10 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     Raises:
         ValueError: naming ``path:line`` for invalid JSON or a line that is not a JSON object.
     """
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.msg}); each line must hold one JSON object") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, found {type(row).__name__}")
-            yield where, row
+    for where, row in jsonl_rows(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object, found {type(row).__name__}")
+        yield where, row
 
 
 def _get(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, fmt: str) -> Any:

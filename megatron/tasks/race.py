@@ -8,13 +8,12 @@ holds four times as many sequences.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from megatron.tasks.common import TaskContext, TaskResult
+from megatron.tasks.common import TaskContext, TaskResult, jsonl_rows
 from megatron.tasks.finetune import FinetuneTask, run_finetune
 from megatron.tasks.glue import PackedDataset, clean_text, pack_pair
 from megatron.tasks.metrics import accuracy
@@ -73,16 +72,10 @@ def read_race(paths: Sequence[str], tokenizer: Any, seq_length: int, max_example
     for path in paths:
         taken = 0
         for file in race_files(path):
-            with open(file, encoding="utf-8") as f:
-                lines = list(enumerate(f, start=1))
-            for lineno, line in lines:
-                if not line.strip() or (max_examples is not None and taken >= max_examples):
-                    continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{file}:{lineno}: not valid JSON ({exc})") from None
-                article, questions, options, answers = _check_document(data, f"{file}:{lineno}")
+            if max_examples is not None and taken >= max_examples:
+                break
+            for where, data in jsonl_rows(file):
+                article, questions, options, answers = _check_document(data, where)
                 article_ids = tokenizer.tokenize(clean_text(article))
                 if max_examples is not None:
                     questions = questions[: max_examples - taken]
@@ -94,6 +87,8 @@ def read_race(paths: Sequence[str], tokenizer: Any, seq_length: int, max_example
                     num_type0.append(n0)
                 labels += [ord(ans) - ord("A") for ans in answers[: len(questions)]]
                 taken += len(questions)
+                if max_examples is not None and taken >= max_examples:
+                    break  # --max-examples reached: the rest is neither read nor checked
         if taken == 0:
             raise ValueError(f"{path}: no RACE questions in its *.txt files; check the path")
     return PackedDataset(sequences, num_type0, np.asarray(labels, dtype=np.int64), seq_length, tokenizer.pad,

@@ -10,14 +10,13 @@ so the metrics are the same at any DP/TP size.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Callable
 
 from megatron.data.tokenizer_base import MegatronTokenizer
 from megatron.logging import get_logger, log_rank0
-from megatron.tasks.common import TaskContext, TaskResult
+from megatron.tasks.common import TaskContext, TaskResult, jsonl_rows
 from megatron.tasks.gpt_scoring import Request, score_shard, sum_over_ranks
 
 __all__ = [
@@ -54,20 +53,12 @@ def read_lambada(path: str) -> list[str]:
         ValueError: naming ``path:line`` for invalid JSON, a row that is not an object, or a missing/empty ``text``.
     """
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg}); each line must be one JSON "
-                                 'object like {"text": "..."}') from None
-            text = row.get("text") if isinstance(row, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f'{path}:{line_no}: missing key "text" (or it is not a non-empty string); each '
-                                 'line must be one JSON object like {"text": "..."}')
-            texts.append(text)
+    for where, row in jsonl_rows(path):
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f'{where}: missing key "text" (or it is not a non-empty string); each line must be one '
+                             'JSON object like {"text": "..."}')
+        texts.append(text)
     return texts
 
 
