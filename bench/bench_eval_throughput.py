@@ -38,23 +38,9 @@ from megatron.reproduce.proxy_tasks import build_gpt_proxy_tasks  # noqa: E402
 from megatron.training.checkpointing import save_checkpoint  # noqa: E402
 from megatron.training.config import PretrainConfig  # noqa: E402
 from megatron.data.config import DataConfig  # noqa: E402
+from megatron.interop.lm_eval_tasks import multiple_choice_task_yaml  # noqa: E402
 
 TASK = "bench_next_sentence"
-YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: choices
-doc_to_target: gold
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def _load_script(path: Path, name: str):
@@ -84,7 +70,8 @@ def build(work: Path, args) -> tuple[Path, Path, Path]:
     tasks = build_gpt_proxy_tasks(docs, str(work / "tasks"), args.examples, max_words=25)
     data = Path(tasks["next_sentence_mc"]["test"])
     (work / "yaml").mkdir()
-    (work / "yaml" / f"{TASK}.yaml").write_text(YAML.format(task=TASK, data=data), encoding="utf-8")
+    (work / "yaml" / f"{TASK}.yaml").write_text(multiple_choice_task_yaml(TASK, str(data), "{{context}}"),
+                                                 encoding="utf-8")
     return ckpt, hf, data
 
 

@@ -23,13 +23,12 @@ mkdir -p "$OUT/tasks"
 "$PY" - "$OUT/tasks" <<'PYEOF'
 import json, sys
 from megatron.data.corpora import kjv_documents
+from megatron.interop.lm_eval_tasks import multiple_choice_task_yaml
 from megatron.reproduce.proxy_tasks import build_gpt_proxy_tasks
 docs = [d["text"] for d in kjv_documents()][-13:]
 tasks = build_gpt_proxy_tasks(docs, sys.argv[1], examples=100, max_words=25)
 for name, files in tasks.items():
-    yaml = (f"task: quickstart_{name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {files['test']}\n"
-            "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{context}}\"\ndoc_to_choice: choices\n"
-            "doc_to_target: gold\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    yaml = multiple_choice_task_yaml(f"quickstart_{name}", files["test"], "{{context}}")
     open(f"{sys.argv[1]}/quickstart_{name}.yaml", "w").write(yaml)
 print(json.dumps(tasks))
 PYEOF

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
+from megatron.interop.lm_eval_tasks import multiple_choice_task_yaml
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel
 from megatron.parallel.config import ParallelConfig
@@ -40,25 +41,6 @@ DOCS = [
     {"question": "What is the opposite of hot?", "choices": ["warm", "cold", "spicy"], "label": 1},
     {"question": "Which planet do we live on?", "choices": ["Mars", "Venus", "Earth", "Jupiter"], "label": 2},
 ]
-TASK_YAML = """\
-task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: choices
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
 # Summed log-probabilities of a few tokens, in fp32, via HF's GPT-2 (padded batches of 4) and via our model (one
 # unpadded sequence at a time): only summation order differs, ~1e-6 on values of ~-20.
 LL_ATOL = 1e-4
@@ -112,7 +94,9 @@ def test_lm_eval_matches_our_loglikelihoods(tmp_path, monkeypatch):
     data.write_text("".join(json.dumps(d) + "\n" for d in DOCS), encoding="utf-8")
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, data=data), encoding="utf-8")
+    yaml = multiple_choice_task_yaml(TASK, str(data), "Question: {{question}}\nAnswer:", doc_to_target="label",
+                                     metrics=("acc", "acc_norm"))
+    (tasks / f"{TASK}.yaml").write_text(yaml, encoding="utf-8")
     out = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={hf_dir},dtype=float32", tasks=[TASK],
         task_manager=TaskManager(include_path=str(tasks)), num_fewshot=0, batch_size=4, device="cpu",
