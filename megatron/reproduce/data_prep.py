@@ -139,14 +139,16 @@ def prepare_data(out_dir: str, scale: Scale, inputs: Sequence[str] | None, famil
     gpt_prefix = gpt_ft = bert_prefix = ""
     gpt_tasks: dict[str, dict] = {}
     bert_tasks: dict[str, dict] = {}
-    heldout_docs = [json.loads(line)["text"] for line in open(root / "heldout.jsonl", encoding="utf-8")]
+    heldout_docs = [d["text"] for d in texts["heldout"]]
     if "gpt" in families:
         gpt_prefix = preprocess("gpt", "pretrain.jsonl", "gpt", ["--append-eod"])
         gpt_ft = preprocess("gpt", "finetune.jsonl", "gpt_finetune", ["--append-eod"])
         # A sentence of at most a quarter of the sequence in words leaves room for a context and a choice.
         max_words = min(30, max(8, scale.gpt.seq_length // 4))
+        tok_dir = root / "tokenizer_gpt"
         tokenizer = build_tokenizer(TokenizerConfig(tokenizer_type="GPT2BPETokenizer",
-                                                    vocab_file=tokenizers["gpt"][3], merge_file=tokenizers["gpt"][5]))
+                                                    vocab_file=str(tok_dir / "vocab.json"),
+                                                    merge_file=str(tok_dir / "merges.txt")))
 
         def fits(text: str) -> bool:
             return len(tokenizer.tokenize(" " + text)) < scale.gpt.seq_length // 2

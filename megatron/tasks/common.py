@@ -160,8 +160,7 @@ def _with_saved(cls: type, ns: Any, saved: dict[str, Any] | None) -> Any:
     kwargs = {}
     if saved:
         cli = {f.name for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli", True) is not False}
-        kwargs = {k: (tuple(v) if isinstance(v, list) and k.endswith("_tuple") else v)
-                  for k, v in saved.items() if k in cli}
+        kwargs = {k: v for k, v in saved.items() if k in cli}
     kwargs.update({k: v for k, v in vars(ns).items() if k in names})
     return cls(**kwargs)
 
