@@ -212,7 +212,7 @@ def pretrain_flags(run: RunSpec, scale: Scale, seed: int, *, data_path: str, tok
         "--weight-decay", 0.1 if gpt else 0.01, "--adam-beta1", 0.9, "--adam-beta2", 0.95 if gpt else 0.999,
         "--clip-grad", 1.0, "--hidden-dropout", m.dropout, "--attention-dropout", m.dropout,
         "--init-method-std", 0.02,
-        "--eval-interval", max(1, m.steps // 8), "--eval-iters", 4, "--log-interval", max(1, m.steps // 64),
+        "--eval-interval", max(1, m.steps // 16), "--eval-iters", 4, "--log-interval", max(1, m.steps // 64),
         "--skip-test",
     ]
     if run.match_baseline_data:
