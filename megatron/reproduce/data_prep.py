@@ -35,6 +35,8 @@ class DataFiles:
     root: str
     gpt_prefix: str
     gpt_finetune_prefix: str
+    gpt_finetune_valid_prefix: str
+    """The held-out fine-tuning document, for Table 6's in-run validation."""
     bert_prefix: str
     gpt_tokenizer: list[str]
     bert_tokenizer: list[str]
@@ -136,13 +138,14 @@ def prepare_data(out_dir: str, scale: Scale, inputs: Sequence[str] | None, famil
                       *tokenizers[kind], "--workers", 2, *extra], log)
         return f"{prefix}{suffix}"
 
-    gpt_prefix = gpt_ft = bert_prefix = ""
+    gpt_prefix = gpt_ft = gpt_ft_valid = bert_prefix = ""
     gpt_tasks: dict[str, dict] = {}
     bert_tasks: dict[str, dict] = {}
     heldout_docs = [d["text"] for d in texts["heldout"]]
     if "gpt" in families:
         gpt_prefix = preprocess("gpt", "pretrain.jsonl", "gpt", ["--append-eod"])
         gpt_ft = preprocess("gpt", "finetune.jsonl", "gpt_finetune", ["--append-eod"])
+        gpt_ft_valid = preprocess("gpt", "finetune_heldout.jsonl", "gpt_finetune_heldout", ["--append-eod"])
         # A sentence of at most a quarter of the sequence in words leaves room for a context and a choice.
         max_words = min(30, max(8, scale.gpt.seq_length // 4))
         tok_dir = root / "tokenizer_gpt"
@@ -158,7 +161,7 @@ def prepare_data(out_dir: str, scale: Scale, inputs: Sequence[str] | None, famil
     if "bert" in families:
         bert_prefix = preprocess("bert", "pretrain.jsonl", "bert", ["--split-sentences"])
         bert_tasks = _cached(root / "tasks_bert", lambda d: _bert_proxy_tasks(d, scale))
-    return DataFiles(str(root), gpt_prefix, gpt_ft, bert_prefix, tokenizers.get("gpt", []),
+    return DataFiles(str(root), gpt_prefix, gpt_ft, gpt_ft_valid, bert_prefix, tokenizers.get("gpt", []),
                      tokenizers.get("bert", []), heldout_txt, finetune_txt, gpt_tasks, bert_tasks, summary)
 
 

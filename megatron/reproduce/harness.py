@@ -120,7 +120,7 @@ class Harness:
         if run.finetune:
             base = self.run_dir(RunSpec("gpt"), seed) / "checkpoints"
             flags = recipes.finetune_flags(run, self.scale, seed, data_path=data.gpt_finetune_prefix,
-                                           tokenizer=tokenizer, ds_config=ds_path, pretrained=str(base))
+                                           valid_data_path=data.gpt_finetune_valid_prefix, tokenizer=tokenizer, ds_config=ds_path, pretrained=str(base))
         else:
             flags = recipes.pretrain_flags(run, self.scale, seed, data_path=data.gpt_prefix if gpt
                                            else data.bert_prefix, tokenizer=tokenizer, ds_config=ds_path)

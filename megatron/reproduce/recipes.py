@@ -231,17 +231,22 @@ def pretrain_flags(run: RunSpec, scale: Scale, seed: int, *, data_path: str, tok
     return [str(x) for x in flags]
 
 
-def finetune_flags(run: RunSpec, scale: Scale, seed: int, *, data_path: str, tokenizer: list[str],
-                   ds_config: str | None, pretrained: str) -> list[str]:
+def finetune_flags(run: RunSpec, scale: Scale, seed: int, *, data_path: str, valid_data_path: str,
+                   tokenizer: list[str], ds_config: str | None, pretrained: str) -> list[str]:
     """Table 6: fine-tune the GPT baseline's checkpoint for ``finetune_fraction`` of the 100% run on the fine-tuning
-    corpus, with the recipes' optimizer and a tenth of the pretraining LR (GPT-2 fine-tuning practice)."""
+    corpus, with the recipes' optimizer and a tenth of the pretraining LR (GPT-2 fine-tuning practice).
+
+    The fine-tuning corpus is a handful of long documents (plays), too few for a document-level ``--split`` to
+    leave a validation share, so the in-run validation reads ``valid_data_path`` (the held-out fine-tuning text
+    the perplexity is measured on) through Megatron's per-split ``--train-data-path`` / ``--valid-data-path``.
+    """
     m = scale.gpt
     steps = max(2, round(m.steps * scale.finetune_fraction))
     flags = pretrain_flags(RunSpec("gpt", 1.0, (), run.ltd), scale, seed, data_path=data_path,
                            tokenizer=tokenizer, ds_config=ds_config)
     flags = _drop(flags, ("--train-tokens", "--train-iters", "--lr-warmup-tokens", "--lr-decay-tokens", "--lr",
-                          "--min-lr", "--eval-interval", "--log-interval"))
-    return flags + ["--finetune", "--load", pretrained, "--train-iters", str(steps), "--lr", f"{m.lr / 10:.6g}",
+                          "--min-lr", "--eval-interval", "--log-interval", "--data-path", "--split"))
+    return flags + ["--train-data-path", data_path, "--valid-data-path", valid_data_path, "--finetune", "--load", pretrained, "--train-iters", str(steps), "--lr", f"{m.lr / 10:.6g}",
                     "--min-lr", f"{m.lr / 100:.6g}", "--lr-warmup-iters", str(max(1, steps // 20)),
                     "--eval-interval", str(max(1, steps // 4)), "--log-interval", str(max(1, steps // 32))]
 
