@@ -9,7 +9,10 @@ proxy CPU training step (the ``debug`` GPT size: 4 layers, hidden 64, 4 heads, v
 ``--seq-length``; one micro-batch forward + backward timed and scaled, plus AdamW, in torch).
 A second row of ours draws the same samples split into ``--blend-components`` components (each with its own
 analysis and thresholds, random blend weights) from an exact-epoch blend, as blended curriculum training does;
-DeepSpeed has no blended curriculum to compare with.
+DeepSpeed has no blended curriculum to compare with. Ours and DeepSpeed's (served from a child process with
+DeepSpeed on its path) each run the whole curriculum ``--repeats`` times, interleaved (``bench/compare.py``: min and
+median of the mean time per global batch, both ratios and a verdict on the noise); every DeepSpeed run gets a fresh
+cluster directory, so none reuses the clusters another one wrote.
 
     .venv/bin/python bench/bench_curriculum_sampler.py            # add --deepspeed-dir DIR to reuse an install
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_analyzer import DS_VERSION, ensure_deepspeed  # noqa: E402
+from compare import HEADER, PeerProcess, Timed, compare, machine_line  # noqa: E402
 
 
 def ds_config(save: str | list[str], steps: int, cluster_dir: str) -> dict:
@@ -89,11 +92,12 @@ def run_ours(args, cfg_dict, dataset=None) -> dict:
         times.append(time.perf_counter() - t)
     t = time.perf_counter()
     sampler.state_dict()
-    return {"build": build, "mean": float(np.mean(times)), "max": float(np.max(times)),
-            "state_dict": time.perf_counter() - t}
+    return Timed(float(np.mean(times)), {"build": build, "mean": float(np.mean(times)),
+                                         "max": float(np.max(times)), "state_dict": time.perf_counter() - t})
 
 
 def run_deepspeed(args) -> None:
+    """Serve DeepSpeed runs (``compare.serve``): ``run(config)`` builds a sampler and draws the curriculum."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), RANK="0",
                       WORLD_SIZE="1", LOCAL_RANK="0")
     import deepspeed
@@ -101,24 +105,32 @@ def run_deepspeed(args) -> None:
     from deepspeed.runtime.data_pipeline.config import get_data_efficiency_config
     from deepspeed.runtime.data_pipeline.data_sampling.data_sampler import DeepSpeedDataSampler
 
+    from compare import serve
+
     deepspeed.init_distributed(dist_backend="gloo")
-    cfg = get_data_efficiency_config(json.loads(args.config))
-    t0 = time.perf_counter()
-    sampler = DeepSpeedDataSampler(cfg, one_epoch_total_samples=args.num_samples,
-                                   micro_batch_size=args.micro_batch_size, data_parallel_rank=0,
-                                   data_parallel_size=1, data_parallel_group=dist.new_group(ranks=[0]),
-                                   gradient_accumulation_steps=args.global_batch_size // args.micro_batch_size,
-                                   global_rank=0, drop_last=True)
-    build = time.perf_counter() - t0
-    per_global = args.global_batch_size // args.micro_batch_size
-    it = iter(sampler)
-    times = []
-    for _ in range(args.steps + 10):
-        t = time.perf_counter()
-        for _ in range(per_global):
-            next(it)
-        times.append(time.perf_counter() - t)
-    print(json.dumps({"build": build, "mean": float(np.mean(times)), "max": float(np.max(times))}))
+    group = dist.new_group(ranks=[0])
+
+    def run(config):
+        cfg = get_data_efficiency_config(config)
+        t0 = time.perf_counter()
+        sampler = DeepSpeedDataSampler(cfg, one_epoch_total_samples=args.num_samples,
+                                       micro_batch_size=args.micro_batch_size, data_parallel_rank=0,
+                                       data_parallel_size=1, data_parallel_group=group,
+                                       gradient_accumulation_steps=args.global_batch_size // args.micro_batch_size,
+                                       global_rank=0, drop_last=True)
+        build = time.perf_counter() - t0
+        per_global = args.global_batch_size // args.micro_batch_size
+        it = iter(sampler)
+        times = []
+        for _ in range(args.steps + 10):
+            t = time.perf_counter()
+            for _ in range(per_global):
+                next(it)
+            times.append(time.perf_counter() - t)
+        return Timed(float(np.mean(times)), {"build": build, "mean": float(np.mean(times)),
+                                             "max": float(np.max(times))})
+
+    serve({"run": run})
 
 
 def proxy_train_step(args) -> float:
@@ -165,8 +177,8 @@ def main() -> None:
     p.add_argument("--work-dir", default=None)
     p.add_argument("--deepspeed-dir", default=os.path.join(tempfile.gettempdir(), f"megatron_de_ds{DS_VERSION}"))
     p.add_argument("--skip-deepspeed", action="store_true")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved curriculum runs per side")
     p.add_argument("--deepspeed-side", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.deepspeed_side:
         run_deepspeed(args)
@@ -177,8 +189,30 @@ def main() -> None:
     rng = np.random.default_rng(0)
     write_metric_index(args.work_dir, "vocab_rarity", rng.integers(0, args.distinct_values, args.num_samples))
     cfg = ds_config(args.work_dir, args.steps, os.path.join(args.work_dir, "ds_clusters"))
-    ours = run_ours(args, cfg)
+    print(f"curriculum sampler: {args.num_samples:,} samples, {args.distinct_values} metric values, global batch "
+          f"{args.global_batch_size}, {args.steps} curriculum steps (percentile 1->100, root 2) + seqlen_truncate; "
+          f"{args.repeats} interleaved runs per side; {machine_line()}", flush=True)
+    comparison = None
+    if args.skip_deepspeed:
+        ours = run_ours(args, cfg).value
+    else:
+        ensure_deepspeed(args.deepspeed_dir)
+        argv = [os.path.abspath(__file__), "--deepspeed-side"]
+        for k in ("num_samples", "steps", "global_batch_size", "micro_batch_size"):
+            argv += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+        runs = iter(range(10**9))
+
+        def deepspeed():
+            fresh = json.loads(json.dumps(cfg))
+            fresh["data_efficiency"]["data_sampling"]["curriculum_learning"]["data_cluster_path"] = os.path.join(
+                args.work_dir, f"ds_clusters{next(runs)}")
+            return peer.call("run", fresh)
+
+        with PeerProcess(argv, env={"PYTHONPATH": args.deepspeed_dir}, cwd=args.work_dir) as peer:
+            comparison, ours, theirs = compare(lambda: run_ours(args, cfg), deepspeed, repeats=args.repeats)
     rows = [("megatron-de CurriculumSampler", ours)]
+    if comparison is not None:
+        rows.insert(0, (f"DeepSpeed {DS_VERSION} DeepSpeedDataSampler", theirs))
     if args.blend_components:
         sizes = [len(part) for part in np.array_split(np.arange(args.num_samples), args.blend_components)]
         dirs = [os.path.join(args.work_dir, f"dataset{c}") for c in range(len(sizes))]
@@ -187,30 +221,18 @@ def main() -> None:
         blend = _Blend(sizes, rng.random(len(sizes)) + 0.1)
         rows.append((f"megatron-de CurriculumSampler, {len(sizes)}-way blend",
                      run_ours(args, ds_config(dirs, args.steps, cfg["data_efficiency"]["data_sampling"]
-                                              ["curriculum_learning"]["data_cluster_path"]), blend)))
-    if not args.skip_deepspeed:
-        ensure_deepspeed(args.deepspeed_dir)
-        cmd = [sys.executable, os.path.abspath(__file__), "--deepspeed-side", "--config", json.dumps(cfg)]
-        for k in ("num_samples", "steps", "global_batch_size", "micro_batch_size"):
-            cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-        env = {**os.environ, "PYTHONPATH": args.deepspeed_dir}
-        proc = subprocess.run(cmd, cwd=args.work_dir, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"DeepSpeed side failed:\n{proc.stderr[-4000:]}")
-        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.insert(0, (f"DeepSpeed {DS_VERSION} DeepSpeedDataSampler", theirs))
+                                              ["curriculum_learning"]["data_cluster_path"]), blend).value))
     train = proxy_train_step(args)
-    print(f"\ncurriculum sampler: {args.num_samples:,} samples, {args.distinct_values} metric values, global batch "
-          f"{args.global_batch_size}, {args.steps} curriculum steps (percentile 1->100, root 2) + seqlen_truncate")
-    print("| implementation | build (s) | mean per global batch (ms) | max (ms) | mean / proxy train step |")
+    print("| implementation (last run) | build (s) | mean per global batch (ms) | max (ms) | mean / proxy train step |")
     print("|---|---|---|---|---|")
     for name, r in rows:
         print(f"| {name} | {r['build']:.2f} | {1e3 * r['mean']:.3f} | {1e3 * r['max']:.1f} | "
               f"{100 * r['mean'] / train:.1e}% |")
     print(f"proxy CPU training step (debug GPT, {args.global_batch_size} x {args.seq_length} tokens, from one "
           f"micro-batch of {args.micro_batch_size}): {train:.2f} s")
-    if not args.skip_deepspeed:
-        print(f"speed-up per global batch: {rows[0][1]['mean'] / ours['mean']:.1f}x")
+    if comparison is not None:
+        print(HEADER)
+        print(comparison.row("ms per global batch (mean over the curriculum)", unit=1e-3))
     print(f"state_dict(): {1e3 * ours['state_dict']:.2f} ms")
 
 

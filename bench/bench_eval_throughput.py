@@ -5,8 +5,9 @@ Hugging Face with ``tools/checkpoint/convert.py``; a multiple-choice task of ``-
 built from the installed KJV the way the reproduction harness builds its next-sentence proxy task) is evaluated
 0-shot by both: ours in-process through ``tasks/main.py``'s ``main`` (batched log-likelihoods, longest first), lm-eval
 0.4 through ``simple_evaluate(model="hf")`` over a task YAML on the local JSONL. Both run the whole evaluation
-including loading the model, on the same threads, alternating ``--repeats`` times so machine noise hits both; the
-table reports min and median examples/s per side, the accuracy each computed (they must agree), and the ratio.
+including loading the model, on the same threads, interleaved ``--repeats`` times (``bench/compare.py``) so
+machine noise hits both; the table reports min and median seconds per side, both ratios, a verdict on the noise,
+and the accuracy each computed (they must agree).
 
     .venv/bin/python bench/bench_eval_throughput.py [--examples 400 --layers 4 --hidden 256 --batch 16]
 """
@@ -17,7 +18,6 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +27,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import HEADER, Timed, compare, machine_line  # noqa: E402
 
 from megatron.data.corpora import kjv_documents  # noqa: E402
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size  # noqa: E402
@@ -115,26 +118,19 @@ def main() -> None:
     os.environ["HF_DATASETS_CACHE"] = str(work / "hf_datasets")
     ckpt, hf, data = build(work, args)
     n = sum(1 for _ in open(data, encoding="utf-8"))
-    times: dict[str, list[float]] = {"ours": [], "lm-eval": []}
-    accs: dict[str, float] = {}
     theirs(hf, work, args)  # warm-up: lm-eval builds its dataset cache once
-    for _ in range(args.repeats):
-        for side, fn in (("ours", lambda: ours(ckpt, data, args)), ("lm-eval", lambda: theirs(hf, work, args))):
-            seconds, acc = fn()
-            times[side].append(seconds)
-            accs[side] = acc
+    comparison, acc_ours, acc_theirs = compare(lambda: Timed(*ours(ckpt, data, args)),
+                                               lambda: Timed(*theirs(hf, work, args)), repeats=args.repeats,
+                                               warmup=0)
     print(f"\nMC evaluation, {n} examples x 4 choices, {args.layers}x{args.hidden} GPT, GPT-2 vocabulary, "
-          f"batch {args.batch}, {args.threads} threads, {args.repeats} alternating repeats")
+          f"batch {args.batch}, {args.threads} threads, {args.repeats} interleaved repeats; {machine_line()}")
     print("| side | min s | median s | examples/s (best) | accuracy |")
     print("|---|---|---|---|---|")
-    for side, ts in times.items():
-        print(f"| {side} | {min(ts):.2f} | {statistics.median(ts):.2f} | {n / min(ts):.1f} | {accs[side]:.4f} |")
-    ratio = min(times["lm-eval"]) / min(times["ours"])
-    spread = max(max(ts) / min(ts) for ts in times.values())
-    print(f"ours / lm-eval throughput: {ratio:.2f}x (best of each; median ratio "
-          f"{statistics.median(times['lm-eval']) / statistics.median(times['ours']):.2f}x)"
-          + ("; spread over repeats > 1.5x, too noisy to conclude" if spread > 1.5 else ""))
-    print(json.dumps({"examples": n, "times": times, "accuracy": accs}))
+    for side, label, acc in ((comparison.ours, "ours", acc_ours), (comparison.peer, "lm-eval", acc_theirs)):
+        print(f"| {label} | {side.min:.2f} | {side.median:.2f} | {n / side.min:.1f} | {acc:.4f} |")
+    print(HEADER)
+    print(comparison.row("seconds per evaluation (ratio: ours / lm-eval throughput)", digits=2))
+    print(json.dumps({"examples": n, **comparison.as_dict(), "accuracy": {"ours": acc_ours, "lm-eval": acc_theirs}}))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Documents get a realistic heavy-tailed length distribution (log-normal, median ~400 tokens, clipped to
 [1, 100k]). Times our numpy builders; where megatron-core's compiled helpers are installed (``.venv/mcore``)
-its C++ ``build_sample_idx`` / ``build_blending_indices`` run on the same inputs side by side, the outputs are
-checked equal, and the ratio is printed. Usage: ``python bench/bench_index_build.py [--max-tokens 1e9]``.
+its C++ ``build_sample_idx`` / ``build_blending_indices`` run on the same inputs, interleaved with ours
+(``bench/compare.py``: min and median per side, both ratios, a verdict on the noise), and the outputs are checked
+equal. Usage: ``python bench/bench_index_build.py [--max-tokens 1e9] [--repeats 5]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import HEADER, compare, machine_line  # noqa: E402
 
 from megatron.data.blending import build_blending_indices, normalize_weights  # noqa: E402
 from megatron.data.gpt_indices import (  # noqa: E402
@@ -62,7 +66,7 @@ def _time(fn, repeat: int = 1):
     return best, out
 
 
-def bench_gpt(num_tokens: int, epochs: float, seq_length: int, helpers) -> None:
+def bench_gpt(num_tokens: int, epochs: float, seq_length: int, helpers, repeats: int) -> str | None:
     sizes = synthetic_lengths(num_tokens)
     docs = np.arange(len(sizes), dtype=np.int32)
     tokens = int(sizes.sum(dtype=np.int64))
@@ -71,48 +75,50 @@ def bench_gpt(num_tokens: int, epochs: float, seq_length: int, helpers) -> None:
     num_epochs = num_epochs_for(tokens, num_samples, seq_length)
     n = (num_epochs * tokens - 1) // seq_length
     doc_index = result["doc_index"]
-    t_sample, ours = _time(lambda: build_sample_index(sizes, doc_index, seq_length, n), repeat=2)
-    peer = "-"
-    if helpers is not None:
-        fn = helpers.build_sample_idx_int32 if ours.dtype == np.int32 else helpers.build_sample_idx_int64
-        t_peer, theirs = _time(lambda: fn(sizes, doc_index, seq_length, num_epochs, tokens, True, 1), repeat=2)
-        assert np.array_equal(ours, theirs), "sample index differs from megatron-core's C++ helper"
-        peer = f"{t_peer:8.3f}  {t_peer / t_sample:5.2f}x"
     t_doc, _ = _time(lambda: build_document_index(docs, num_epochs, np.random.RandomState(1), False))
     print(f"{tokens:>14,d} {len(sizes):>11,d} {seq_length:>5d} {num_epochs:>3d} {len(result['shuffle_index']):>11,d} "
-          f"{t_doc:8.3f} {t_sample:8.3f} {total:8.3f}   {peer}")
+          f"{t_doc:8.3f} {total:8.3f}")
+    if helpers is None:
+        return None
+    fn = helpers.build_sample_idx_int32 if doc_index.dtype == np.int32 else helpers.build_sample_idx_int64
+    comparison, ours, theirs = compare(lambda: build_sample_index(sizes, doc_index, seq_length, n),
+                                       lambda: fn(sizes, doc_index, seq_length, num_epochs, tokens, True, 1),
+                                       repeats=repeats)
+    assert np.array_equal(ours, theirs), "sample index differs from megatron-core's C++ helper"
+    return comparison.row(f"GPT sample index, {tokens:.0e} tokens, S={seq_length}, {len(ours):,} rows")
 
 
-def bench_blend(size: int, weights: np.ndarray, label: str, helpers) -> None:
-    t_ours, (index, sample) = _time(lambda: build_blending_indices(weights, size))
-    peer = "-"
-    if helpers is not None:
-        def cpp():
-            idx, smp = np.zeros(size, np.int16), np.zeros(size, np.int64)
-            helpers.build_blending_indices(idx, smp, weights, len(weights), size, False)
-            return idx, smp
-        t_peer, (ref_index, ref_sample) = _time(cpp)
-        assert np.array_equal(index, ref_index) and np.array_equal(sample, ref_sample), "blend differs from C++"
-        peer = f"{t_peer:8.3f}  {t_peer / t_ours:5.2f}x"
-    print(f"{size:>12,d} {len(weights):>4d} {label:<22s} {t_ours:8.3f}   {peer}")
+def bench_blend(size: int, weights: np.ndarray, label: str, helpers, repeats: int) -> str:
+    if helpers is None:
+        t_ours, _ = _time(lambda: build_blending_indices(weights, size))
+        return f"| blend, {size:,} samples, {len(weights)} datasets ({label}) | {t_ours:.3f} | - | - | - | - | - |"
+
+    def cpp():
+        idx, smp = np.zeros(size, np.int16), np.zeros(size, np.int64)
+        helpers.build_blending_indices(idx, smp, weights, len(weights), size, False)
+        return idx, smp
+
+    comparison, (index, sample), (ref_index, ref_sample) = compare(lambda: build_blending_indices(weights, size),
+                                                                   cpp, repeats=repeats)
+    assert np.array_equal(index, ref_index) and np.array_equal(sample, ref_sample), "blend differs from C++"
+    return comparison.row(f"blend, {size:,} samples, {len(weights)} datasets ({label})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=float, default=1e9, help="largest synthetic dataset, in tokens")
     parser.add_argument("--max-blend", type=float, default=3e7, help="largest blend, in samples")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved calls per side")
     args = parser.parse_args()
     helpers = _mcore_helpers()
-    print(f"numpy {np.__version__}, {os.cpu_count()} CPUs; megatron-core C++ peer: "
-          f"{'yes' if helpers is not None else 'not installed'}; times in seconds (best of runs)")
-    print("\nGPT indices (train split = whole file; 'peer' = C++ build_sample_idx on the same doc index)")
-    print(f"{'tokens':>14s} {'documents':>11s} {'seq':>5s} {'ep':>3s} {'samples':>11s} "
-          f"{'doc_idx':>8s} {'smp_idx':>8s} {'total':>8s}   {'C++ smp':>8s}  ratio")
+    print(f"numpy {np.__version__}; {machine_line()}; megatron-core C++ peer: "
+          f"{'yes' if helpers is not None else 'not installed'}; times in seconds")
+    print("\nGPT indices, ours (train split = whole file; best of one run)")
+    print(f"{'tokens':>14s} {'documents':>11s} {'seq':>5s} {'ep':>3s} {'samples':>11s} {'doc_idx':>8s} {'total':>8s}")
+    rows = []
     for tokens, epochs, seq in ((1e7, 1, 2048), (1e8, 1, 2048), (1e8, 3.5, 1024), (1e9, 1, 2048), (1e9, 1, 512)):
         if tokens <= args.max_tokens:
-            bench_gpt(int(tokens), epochs, seq, helpers)
-    print("\nBlending indices (ours: chunked numpy; 'C++' = megatron-core build_blending_indices)")
-    print(f"{'samples':>12s} {'n':>4s} {'weights':<22s} {'ours':>8s}   {'C++':>8s}  ratio(C++/ours)")
+            rows.append(bench_gpt(int(tokens), epochs, seq, helpers, args.repeats))
     rng = np.random.default_rng(0)
     weight_sets = [
         (normalize_weights([0.5, 0.3, 0.2]), "0.5/0.3/0.2"),
@@ -123,7 +129,10 @@ def main() -> None:
     for size in (1e6, 1e7, 3e7):
         if size <= args.max_blend:
             for weights, label in weight_sets:
-                bench_blend(int(size), weights, label, helpers)
+                rows.append(bench_blend(int(size), weights, label, helpers, args.repeats))
+    print(f"\nOurs against megatron-core's C++ helpers ({args.repeats} interleaved calls per side; ratio > 1: ours "
+          "faster)")
+    print(HEADER + "\n" + "\n".join(r for r in rows if r))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 One model with layers 1..L-2 wrapped by ``wrap_layers``; its scheduler runs r = S/4, S/2, 3S/4, S at steps
 0..3, so ``controller.set_step(k)`` picks the kept ratio. A step is forward (per-token loss, mean) + backward +
-``torch.optim.AdamW`` step; ratios are timed round-robin so machine noise hits all of them. The prediction is the
+``torch.optim.AdamW`` step; ratios are timed round-robin, in ABBA order, so machine noise hits all of them, and
+each ratio against r/S = 1 gets ``bench/compare.py``'s verdict (spread and min/median agreement). The prediction is the
 r/S = 1 time scaled by ``num_floating_point_operations`` with per-layer sequence lengths (Megatron's formula;
-embedding and logit FLOPs stay at full length). "saving realised" = (T_1 - T_r) / (T_1 - T_pred), target >= 80%.
+embedding and logit FLOPs stay at full length). "saving realised" = (T_1 - T_r) / (T_1 - T_pred), target >= 80%,
+from the medians and from the mins.
 
     .venv/bin/python bench/bench_random_ltd_step.py [--layers 8 --hidden 512 --heads 8 --seq 512 --batch 4]
     python bench/bench_random_ltd_step.py --device cuda --flavor gpt-350m --seq 2048 --batch 8   # bf16 on a GPU
@@ -29,6 +31,9 @@ from torch._dynamo.utils import counters
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import Comparison, Side, machine_line  # noqa: E402
 
 from megatron.data_efficiency.routing import (  # noqa: E402
     RandomLTDRoutingConfig,
@@ -53,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=512, help="sequence length S (a multiple of 4)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--vocab", type=int, default=8192, help="padded vocabulary (logits are not dropped)")
-    p.add_argument("--rounds", type=int, default=3, help="timed steps per ratio (after one warm-up step each)")
+    p.add_argument("--rounds", type=int, default=5, help="timed steps per ratio (after one warm-up step each)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda runs the model in bf16 with fused AdamW)")
     p.add_argument("--flavor", default=None, help="a TransformerConfig flavour (e.g. gpt-350m) instead of the sizes")
@@ -118,8 +123,8 @@ def main() -> None:
         controller.set_step(step_of[q], args.seq)
         train_step(model, optimizer, tokens, labels)
     times: dict[int, list[float]] = {q: [] for q in QUARTERS}
-    for _ in range(args.rounds):
-        for q in QUARTERS:
+    for r in range(args.rounds):
+        for q in QUARTERS if r % 2 == 0 else QUARTERS[::-1]:
             kept = controller.set_step(step_of[q], args.seq)
             assert kept == q * args.seq // 4, f"schedule gave {kept} kept tokens for ratio {q}/4"
             times[q].append(train_step(model, optimizer, tokens, labels))
@@ -131,23 +136,27 @@ def main() -> None:
         for q in QUARTERS}
     base = statistics.median(times[4])
     print(f"GPT {args.layers}L h{args.hidden} heads{args.heads} S{args.seq} b{args.batch} V{args.vocab}, random-LTD on "
-          f"layers {min(ids)}..{max(ids)}, {args.device}{' bf16' if args.device.startswith('cuda') else f', {args.threads} threads'}, median of {args.rounds} steps (fwd+bwd+AdamW)")
+          f"layers {min(ids)}..{max(ids)}, {args.device}{' bf16' if args.device.startswith('cuda') else f', {args.threads} threads'}, median of {args.rounds} steps (fwd+bwd+AdamW); {machine_line()}")
     print(f"dropout {args.dropout}, torch.compile {'on' if args.compile else 'off'}"
           + (f", graph breaks {sum(counters['graph_break'].values())}" if args.compile else ""))
     print(f"{'r/S':>5} {'r':>5} {'TFLOP/step':>10} {'FLOP ratio':>10} {'measured s':>10} {'predicted s':>11} "
-          f"{'GFLOP/s':>8} {'saving realised':>15}")
+          f"{'GFLOP/s':>8} {'saving realised':>15} {'(from mins)':>11}  verdict vs r/S=1")
     rows = []
     for q in QUARTERS:
         measured = statistics.median(times[q])
         ratio = flops[q] / flops[4]
         predicted = base * ratio
         realised = (base - measured) / (base - predicted) if q < 4 else float("nan")
+        base_min = min(times[4])
+        realised_min = (base_min - min(times[q])) / (base_min - base_min * ratio) if q < 4 else float("nan")
+        verdict = Comparison(Side(f"r/S={q / 4}", times[q]), Side("r/S=1", times[4])).verdict() if q < 4 else ""
         rows.append(dict(kept_ratio=q / 4, kept=q * args.seq // 4, flops=flops[q], flop_ratio=ratio,
                          measured_s=measured, predicted_s=predicted, saving_realised=realised,
-                         samples_s=times[q]))
+                         saving_realised_min=realised_min, verdict=verdict, samples_s=times[q]))
         shown = "-" if q == 4 else f"{100 * realised:.0f}%"
+        shown_min = "-" if q == 4 else f"{100 * realised_min:.0f}%"
         print(f"{q / 4:>5.2f} {q * args.seq // 4:>5d} {flops[q] / 1e12:>10.3f} {ratio:>10.3f} {measured:>10.3f} "
-              f"{predicted:>11.3f} {flops[q] / measured / 1e9:>8.1f} {shown:>15}")
+              f"{predicted:>11.3f} {flops[q] / measured / 1e9:>8.1f} {shown:>15} {shown_min:>11}  {verdict}")
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,

@@ -1,17 +1,18 @@
 """Throughput of our GPT-2 tokenizer against HF ``tokenizers`` on the KJV Bible (1,189 chapters, 4.1 MB).
 
-Both run in this process on the same documents; each row reports the best of ``--repeats`` runs in MB/s of
-UTF-8 input and the ratio to the HF batch encoder. Token ids of every engine are checked to be identical first.
+Both run in this process on the same documents, the engines called in turn ``--repeats`` times
+(``bench/compare.py``: ABBA order, each call timed); each row reports min and median seconds, MB/s of UTF-8 input at
+the min, and the ratio to the HF batch encoder (of mins and of medians, with a verdict on the noise). Token ids of
+every engine are checked to be identical.
 
-    python bench/bench_tokenizer.py [--repeats 3] [--threads N]
+    python bench/bench_tokenizer.py [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
-from typing import Callable
+import sys
 
 from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
@@ -19,6 +20,9 @@ from tokenizers.models import BPE
 from megatron.data import tokenizer_bpe
 from megatron.data.corpora import kjv_documents
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, default_gpt2_vocab_files
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import HEADER, Comparison, interleave, machine_line  # noqa: E402
 
 
 def _hf_reference() -> Tokenizer:
@@ -29,18 +33,9 @@ def _hf_reference() -> Tokenizer:
     return tok
 
 
-def _best(fn: Callable[[], list[list[int]]], repeats: int) -> tuple[float, list[list[int]]]:
-    best, out = float("inf"), []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="RAYON_NUM_THREADS for HF (default: all cores)")
     args = parser.parse_args()
     if args.threads:
@@ -59,17 +54,24 @@ def main() -> None:
         ("HF tokenizers encode_batch", lambda: [e.ids for e in hf.encode_batch(texts)]),
         ("HF tokenizers encode loop", lambda: [hf.encode(t).ids for t in texts]),
     ]
-    results = [(name, *_best(fn, args.repeats)) for name, fn in rows]
-    reference_ids = results[3][2]
-    for name, _, ids in results:
-        assert ids == reference_ids, f"{name} produced different ids than HF tokenizers"
-    tokens = sum(map(len, reference_ids))
-    hf_batch_s = results[3][1]
-    print(f"KJV: {len(texts)} documents, {mb:.2f} MB, {tokens:,} GPT-2 tokens; {os.cpu_count()} cores; best of {args.repeats}")
-    print(f"| {'engine':<52} | {'seconds':>8} | {'MB/s':>7} | {'Mtok/s':>6} | {'vs HF batch':>11} |")
-    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 9}|{'-' * 8}|{'-' * 13}|")
-    for name, seconds, _ in results:
-        print(f"| {name:<52} | {seconds:8.3f} | {mb / seconds:7.2f} | {tokens / seconds / 1e6:6.2f} | {hf_batch_s / seconds:10.2f}x |")
+    timed, ids = interleave(dict(rows), repeats=args.repeats, warmup=1)
+    hf_batch = rows[3][0]
+    for name, _ in rows:
+        assert ids[name] == ids[hf_batch], f"{name} produced different ids than HF tokenizers"
+    tokens = sum(map(len, ids[hf_batch]))
+    print(f"KJV: {len(texts)} documents, {mb:.2f} MB, {tokens:,} GPT-2 tokens; {args.repeats} interleaved calls per "
+          f"engine; {machine_line()}")
+    print(f"| {'engine':<52} | {'min s':>7} | {'median s':>8} | {'MB/s':>7} | {'Mtok/s':>6} |")
+    print(f"|{'-' * 54}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 8}|")
+    for name, _ in rows:
+        side = timed[name]
+        print(f"| {name:<52} | {side.min:7.3f} | {side.median:8.3f} | {mb / side.min:7.2f} | "
+              f"{tokens / side.min / 1e6:6.2f} |")
+    print(f"\nAgainst {hf_batch} (peer):")
+    print(HEADER)
+    for name, _ in rows:
+        if name != hf_batch:
+            print(Comparison(timed[name], timed[hf_batch]).row(name))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Both models get the same shape (layers, hidden, heads, sequence, padded vocabula
 token batches, AdamW with gradient clipping at 1.0, and the same number of threads. Our side runs the real
 training path (``GPTModel`` per-token loss -> masked mean -> ``MegatronOptimizer`` with its fp32 gradient buffer);
 the peer runs ``GPT2LMHeadModel(labels=...)`` -> ``torch.optim.AdamW``. Steps alternate in blocks so that machine
-noise hits both. Prints a table and the ratio ours / theirs (target >= 1.0).
+noise hits both (``bench/compare.py``: each step timed, ABBA blocks, min and median per side, both ratios and a
+verdict on the noise). Prints a table and the ratio ours / theirs in tokens/s (target >= 1.0).
 
 ``transformers`` is not a dependency: if it is missing it is pip-installed into ``.venv/bench-hf`` (outside the
 import path of the project) and appended to ``sys.path`` for this process only.
@@ -18,13 +19,15 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import HEADER, compare, machine_line  # noqa: E402
 
 from megatron.model.config import TransformerConfig  # noqa: E402
 from megatron.model.gpt import GPTModel  # noqa: E402
@@ -105,7 +108,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=50304, help="padded GPT-2 vocabulary")
     p.add_argument("--steps", type=int, default=12, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--block", type=int, default=3, help="consecutive steps per model before switching")
+    p.add_argument("--block", type=int, default=2, help="consecutive steps per model before switching")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,27 +118,36 @@ def main() -> None:
     theirs_model, theirs = build_theirs(args, args.vocab, transformers)
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, args.vocab, (args.steps + args.warmup, args.batch, args.seq + 1), generator=g)
-    for i in range(args.warmup):
-        ours(data[i, :, :-1], data[i, :, 1:])
-        theirs(data[i, :, :-1], data[i, :, 1:])
-    times = {"ours": 0.0, "theirs": 0.0}
-    for start in range(args.warmup, args.warmup + args.steps, args.block):
-        for name, fn in (("ours", ours), ("theirs", theirs)):
-            t0 = time.perf_counter()
-            for i in range(start, min(start + args.block, args.warmup + args.steps)):
-                fn(data[i, :, :-1], data[i, :, 1:])
-            times[name] += time.perf_counter() - t0
-    tokens = args.steps * args.batch * args.seq
+
+    def stepper(fn):
+        """One training step per call, over the same batches in the same order for both sides."""
+        batches = iter(range(10**9))
+
+        def step():
+            i = next(batches) % len(data)
+            return fn(data[i, :, :-1], data[i, :, 1:])
+
+        return step
+
+    if args.steps % args.block:
+        raise SystemExit(f"--steps ({args.steps}) must be a multiple of --block ({args.block})")
+    comparison, _, _ = compare(stepper(ours), stepper(theirs), repeats=args.steps // args.block, block=args.block,
+                               warmup=args.warmup)
+    tokens = args.batch * args.seq
     n_ours = sum(p.numel() for p in ours_model.parameters())
     n_theirs = sum(p.numel() for p in theirs_model.parameters())
     print(f"\nCPU training throughput: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, seq {args.seq},"
-          f" batch {args.batch}, vocab {args.vocab}, {args.threads} threads, {args.steps} timed steps, torch "
-          f"{torch.__version__}, transformers {transformers.__version__}")
-    print(f"{'implementation':<36}{'params':>12}{'s/step':>10}{'tokens/s':>12}")
-    for name, label, n in (("ours", "Megatron-DE GPTModel + optimizer", n_ours),
-                           ("theirs", "HF GPT2LMHeadModel + AdamW", n_theirs)):
-        print(f"{label:<36}{n:>12,}{times[name] / args.steps:>10.3f}{tokens / times[name]:>12.0f}")
-    print(f"ratio ours/theirs (tokens/s): {times['theirs'] / times['ours']:.2f}x")
+          f" batch {args.batch}, vocab {args.vocab}, {args.threads} threads, {args.steps} timed steps per side in "
+          f"blocks of {args.block}, torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"{machine_line()}")
+    print(f"{'implementation':<36}{'params':>12}{'min s/step':>12}{'median':>10}{'tokens/s (min)':>16}")
+    for side, label, n in ((comparison.ours, "Megatron-DE GPTModel + optimizer", n_ours),
+                           (comparison.peer, "HF GPT2LMHeadModel + AdamW", n_theirs)):
+        print(f"{label:<36}{n:>12,}{side.min:>12.3f}{side.median:>10.3f}{tokens / side.min:>16.0f}")
+    print(HEADER)
+    print(comparison.row("s per training step"))
+    print(f"ratio ours/theirs (tokens/s): {comparison.ratio_min:.2f}x of mins, {comparison.ratio_median:.2f}x of "
+          f"medians; {comparison.verdict()}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The sample index of a BERT dataset: which sentences make up each sample, in numpy/Python.
+"""The sample index of a BERT dataset: which sentences make up each sample, in numpy (and numba when installed).
 
 A BERT sample is a run of consecutive sentences of one document, packed until it reaches a target length
 (``seq_length - 3``, or with probability ``short_seq_prob`` a random shorter one). The *sample index* is an
@@ -6,16 +6,21 @@ A BERT sample is a run of consecutive sentences of one document, packed until it
 documents and then shuffled. Its values, row order and dtype equal megatron-core's C++ ``build_mapping``: the
 target lengths come from the same 32-bit Mersenne Twister stream (numpy's legacy ``RandomState`` seeds MT19937
 exactly like ``std::mt19937``) and the shuffle replays ``std::mt19937_64``, which numpy lacks, so it is
-implemented here (vectorised per 312-word block).
+implemented here (vectorised per 312-word block). With numba installed, ``bert_indices_numba`` packs and shuffles
+the same streams in compiled code, at the speed of the C++ helper; the numpy path is the fallback.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 from bisect import bisect_left
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
+
+from megatron.logging import get_logger
 
 __all__ = ["LONG_SENTENCE_TOKENS", "Mt19937_64", "build_bert_sample_index", "short_sequence_ratio"]
 
@@ -25,6 +30,7 @@ LONG_SENTENCE_TOKENS = 512
 # per sample would cost more than the Python steps for a few very long documents.
 _FEW_DOCUMENTS = 32
 
+_log = get_logger(__name__)
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
 
@@ -46,6 +52,11 @@ class Mt19937_64:
             prev = state[-1]
             state.append((6364136223846793005 * (prev ^ (prev >> 62)) + i) & _MASK64)
         self._state = np.array(state, dtype=_U64)
+
+    @property
+    def state(self) -> np.ndarray:
+        """The engine's 312 words (uint64; a copy), before the twist of its next draw."""
+        return self._state.copy()
 
     def draw(self, count: int) -> np.ndarray:
         """The next ``count`` outputs (uint64 [count]); a fresh engine's first draw twists first, as in C++."""
@@ -304,6 +315,7 @@ def build_bert_sample_index(
     seed: int,
     min_sentences: int,
     num_epochs: Optional[int] = None,
+    backend: Literal["auto", "numba", "numpy"] = "auto",
 ) -> np.ndarray:
     """Sample index of a split, equal to megatron-core's ``helpers.build_mapping``.
 
@@ -318,6 +330,8 @@ def build_bert_sample_index(
         seed: seed of the targets (``std::mt19937(seed)``) and of the shuffle (``std::mt19937_64(seed + 1)``).
         min_sentences: fewest sentences per sample (2 with the next-sentence head, else 1).
         num_epochs: number of epochs when ``num_samples`` is None.
+        backend: "numba" packs and shuffles in compiled code (``bert_indices_numba``, needs numba), "numpy" in
+            vectorised numpy rounds; "auto" takes numba when it is installed. The output is the same.
 
     Returns:
         [n, 3] rows (first sentence, end sentence exclusive, target length), shuffled; uint32, or uint64 when the
@@ -327,28 +341,58 @@ def build_bert_sample_index(
         raise ValueError(f"give exactly one of num_samples ({num_samples}) and num_epochs ({num_epochs})")
     if max_length < 2:
         raise ValueError(f"the target sample length must be >= 2 tokens, got {max_length}")
+    compiled = _compiled_backend(backend)
     doc_bounds = np.asarray(doc_bounds, dtype=np.int64)
-    docs = _qualifying_documents(doc_bounds, sizes, min_sentences)
-    first, last = doc_bounds[docs], doc_bounds[docs + 1]
+    if compiled is not None:
+        first, last = compiled.qualifying_documents(doc_bounds, sizes, min_sentences, LONG_SENTENCE_TOKENS)
+    else:
+        docs = _qualifying_documents(doc_bounds, sizes, min_sentences)
+        first, last = doc_bounds[docs], doc_bounds[docs + 1]
+    if not len(first) and ((num_samples or 0) > 0 or (num_epochs or 0) > 0):
+        raise ValueError(
+            f"no document of the split has {min_sentences} or more sentences (each <= {LONG_SENTENCE_TOKENS} "
+            "tokens), so it yields no BERT sample; preprocess with --split-sentences, use more data or give the "
+            "split a larger share"
+        )
+    ratio = short_sequence_ratio(short_seq_prob)
+    dtype = np.uint64 if len(sizes) > np.iinfo(np.uint32).max else np.uint32
+    if compiled is not None:
+        key = np.random.RandomState(seed % 2**32).get_state()[1]  # std::mt19937(seed), as in _Draws
+        rows = compiled.pack_samples(
+            first, last, np.asarray(sizes), key, ratio, max_length, min_sentences,
+            -1 if num_samples is None else num_samples, -1 if num_epochs is None else num_epochs, dtype)
+        return compiled.shuffle_rows(rows, Mt19937_64(seed + 1).state)
+    rows = _numpy_rows(first, last, sizes, num_samples, num_epochs, max_length, ratio, seed, min_sentences, dtype)
+    return np.take(rows, _shuffle_order(len(rows), seed), axis=0)
+
+
+def _compiled_backend(backend: str):
+    """The ``bert_indices_numba`` module when ``backend`` asks for it (or "auto" finds numba), else None."""
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    if backend == "numpy" or (backend == "auto" and importlib.util.find_spec("numba") is None):
+        return None
+    try:
+        return importlib.import_module("megatron.data.bert_indices_numba")
+    except ImportError as exc:  # e.g. a numba built for another numpy
+        if backend == "numba":
+            raise ValueError(f"backend 'numba' needs a working numba (pip install numba): {exc}") from exc
+        _log.warning("numba is installed but does not import (%s); the BERT sample index uses numpy", exc)
+        return None
+
+
+def _numpy_rows(first, last, sizes, num_samples, num_epochs, max_length, ratio, seed, min_sentences, dtype):
+    """Unshuffled rows of whole epochs, the vectorised numpy way (see ``build_bert_sample_index``)."""
     cum = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=cum[1:])
     long = _LongPacking(first, last, cum, max_length, min_sentences)
-    ratio = short_sequence_ratio(short_seq_prob)
     draws = _Draws(seed, ratio, max_length)
-    dtype = np.uint64 if len(sizes) > np.iinfo(np.uint32).max else np.uint32
     epochs, total = [], 0
     while (num_samples is not None and total < num_samples) or (num_epochs is not None and len(epochs) < num_epochs):
-        if not len(docs):
-            raise ValueError(
-                f"no document of the split has {min_sentences} or more sentences (each <= {LONG_SENTENCE_TOKENS} "
-                "tokens), so it yields no BERT sample; preprocess with --split-sentences, use more data or give the "
-                "split a larger share"
-            )
         if ratio == 0:  # no random targets (and no draws): every epoch is the all-max_length packing
             rows = epochs[0] if epochs else np.stack([long.start, long.end, np.full_like(long.start, max_length)], 1)
         else:
             rows = _pack_epoch(long, last, cum, draws, min_sentences)
         epochs.append(rows.astype(dtype, copy=False))
         total += len(rows)
-    rows = np.concatenate(epochs) if epochs else np.empty((0, 3), dtype=dtype)
-    return np.take(rows, _shuffle_order(len(rows), seed), axis=0)
+    return np.concatenate(epochs) if epochs else np.empty((0, 3), dtype=dtype)

@@ -207,14 +207,24 @@ def test_items_equal_megatron_core(corpus, mcore_outputs, tmp_path):
     assert compared > 2000
 
 
+def _backend(backend: str) -> str:
+    """``backend``, skipping the test when it is the compiled one and numba is not installed."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    return backend
+
+
 @requires_mcore
-def test_sample_index_equals_build_mapping(mcore_outputs):
-    """The sample index (rows, order, dtype) equals megatron-core's C++ helpers.build_mapping on synthetic
-    documents with empty, single-sentence and over-long-sentence documents, and on documents of thousands of
-    sentences; short-sequence probabilities 0, 0.1, 0.25, 0.5 and 1, one and two minimum sentences, many epochs."""
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_sample_index_equals_build_mapping(mcore_outputs, backend):
+    """The sample index (rows, order, dtype) of each backend equals megatron-core's C++ helpers.build_mapping on
+    synthetic documents with empty, single-sentence and over-long-sentence documents, and on documents of thousands
+    of sentences; short-sequence probabilities 0, 0.1, 0.25, 0.5 and 1, one and two minimum sentences, many
+    epochs."""
     theirs = np.load(mcore_outputs / "mapping-out.npz")
     for k, (name, n, max_length, prob, seed, min_sentences) in enumerate(MAPPING_CASES):
-        ours = build_bert_sample_index(*mapping_input(name), n, max_length, prob, seed, min_sentences)
+        ours = build_bert_sample_index(*mapping_input(name), n, max_length, prob, seed, min_sentences,
+                                       backend=_backend(backend))
         assert ours.dtype == theirs[f"m{k}"].dtype
         np.testing.assert_array_equal(ours, theirs[f"m{k}"], err_msg=f"case {k}")
 
@@ -246,9 +256,10 @@ def sentence_loop_index(bounds, sizes, num_samples, max_length, prob, seed, min_
     return rows
 
 
-def test_sample_index_equals_sentence_loop():
-    """Without megatron-core: the vectorised packing and shuffle equal a sentence-by-sentence loop with the swaps
-    replayed, over random inputs (empty, one-sentence, long and empty-sentence documents; a long sentence alone in
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_sample_index_equals_sentence_loop(backend):
+    """Without megatron-core: each backend's packing and shuffle (numpy's vectorised rounds, numba's compiled loop)
+    equal a sentence-by-sentence loop with the swaps replayed, over random inputs (empty, one-sentence, long and empty-sentence documents; a long sentence alone in
     a document), short-sequence probabilities 0 to 1 (all short: every sample repacked one by one) and both
     minimum sentence counts."""
     for case in range(12):
@@ -261,7 +272,7 @@ def test_sample_index_equals_sentence_loop():
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         args = (int(rng.integers(1, 600)), int(rng.integers(2, 80)), [0.0, 0.1, 0.3, 1.0][case % 4],
                 int(rng.integers(1, 1000)), 1 + case % 2)
-        np.testing.assert_array_equal(build_bert_sample_index(bounds, sizes, *args),
+        np.testing.assert_array_equal(build_bert_sample_index(bounds, sizes, *args, backend=_backend(backend)),
                                       sentence_loop_index(bounds, sizes, *args), err_msg=f"case {case}: {args}")
 
 
