@@ -4,7 +4,8 @@
 ``MegatronPretrainingRandomSampler`` (``"cyclic"``) reshuffles every epoch. Both yield lists of dataset
 indices (one micro-batch for this rank) and keep their position as ``consumed_samples`` (summed over all
 data-parallel ranks), which ``state_dict``/``load_state_dict`` save and restore so a resumed run continues
-exactly where it stopped.
+exactly where it stopped. Each list is a :class:`MicroBatchIndices` that also carries the position after it, so a
+loader that runs the sampler ahead (worker prefetching) can still report the position of what was trained.
 """
 
 from __future__ import annotations
@@ -16,7 +17,22 @@ import torch
 
 from megatron.data.config import DataConfig
 
-__all__ = ["MegatronPretrainingSampler", "MegatronPretrainingRandomSampler", "build_pretraining_data_loader"]
+__all__ = ["MicroBatchIndices", "MegatronPretrainingSampler", "MegatronPretrainingRandomSampler",
+           "build_pretraining_data_loader"]
+
+
+class MicroBatchIndices(list):
+    """One micro-batch's dataset indices (a plain ``list`` to every consumer) plus ``info`` for the loader.
+
+    ``info`` keys a loader understands (``megatron.training.data_loading``): ``consumed_samples`` (the sampler's
+    position once this micro-batch is trained), ``commit`` (True on the last micro-batch of a global batch whose
+    sampler must then be told ``commit()``), and ``batch`` (values to add to the collated batch, e.g. the curriculum
+    step and difficulties it was drawn under, so they travel with it).
+    """
+
+    def __init__(self, indices: Any = (), info: dict[str, Any] | None = None) -> None:
+        super().__init__(indices)
+        self.info = info or {}
 
 
 def _check_common(total_samples: int, consumed_samples: int, micro_batch_size: int, dp_rank: int, dp_size: int):
@@ -43,6 +59,9 @@ class MegatronPretrainingSampler:
         drop_last: drop a final incomplete block; otherwise each rank gets its slice of it (possibly shorter,
             possibly empty), as in Megatron.
     """
+
+    prefetch_safe = True
+    """Its micro-batches carry their position (``MicroBatchIndices.info``): a loader may run it ahead."""
 
     def __init__(
         self,
@@ -74,7 +93,8 @@ class MegatronPretrainingSampler:
             if end - start < self.block and self.drop_last:
                 return
             self.consumed_samples = end
-            yield list(range(min(start + lo, end), min(start + lo + self.micro_batch_size, end)))
+            yield MicroBatchIndices(range(min(start + lo, end), min(start + lo + self.micro_batch_size, end)),
+                                    {"consumed_samples": end})
 
     def state_dict(self) -> dict[str, int]:
         """``{"consumed_samples": ...}``: global samples handed out so far (all ranks)."""
@@ -106,6 +126,9 @@ class MegatronPretrainingRandomSampler:
         seed: base seed of the per-epoch permutations.
         data_sharding: see above.
     """
+
+    prefetch_safe = True
+    """Its micro-batches carry their position (``MicroBatchIndices.info``): a loader may run it ahead."""
 
     def __init__(
         self,
@@ -163,7 +186,8 @@ class MegatronPretrainingRandomSampler:
             order = self._epoch_order(epoch, done)
             for i in range(0, len(order) - self.micro_batch_size + 1, self.micro_batch_size):
                 self.consumed_samples += self.block
-                yield order[i : i + self.micro_batch_size]
+                yield MicroBatchIndices(order[i : i + self.micro_batch_size],
+                                        {"consumed_samples": self.consumed_samples})
 
     def state_dict(self) -> dict[str, int]:
         """``{"consumed_samples": ...}``: global samples handed out so far (all ranks, all epochs)."""

@@ -22,6 +22,7 @@ from megatron.model.config import TransformerConfig
 from megatron.parallel.config import ParallelConfig
 from megatron.training.compat import MegatronCompatConfig, check_refused_flags
 from megatron.training.lr_schedule import LRDecayStyle, LRScheduleSpec
+from megatron.training.microbatches import BatchSizeSchedule, check_rampup
 
 __all__ = ["TrainingConfig", "MegatronCompatConfig", "PretrainConfig", "format_config"]
 
@@ -33,7 +34,12 @@ class TrainingConfig:
     micro_batch_size: int = 1
     """Samples per micro-batch per data-parallel rank."""
     global_batch_size: int | None = None
-    """Samples per optimizer step over all ranks; default micro_batch_size x data-parallel size."""
+    """Samples per optimizer step over all ranks; default micro_batch_size x data-parallel size. With
+    --rampup-batch-size: the size the ramp ends at."""
+    rampup_batch_size: list[int] | None = None
+    """Megatron's batch-size ramp-up, START INCREMENT SAMPLES: the global batch starts at START and grows by
+    INCREMENT in equal sample intervals until it reaches --global-batch-size after SAMPLES consumed samples (every
+    value a multiple of micro batch x data-parallel size). Evaluation always uses the full global batch."""
     train_iters: int | None = None
     """Optimizer steps to train for (exclusive with --train-samples)."""
     train_samples: int | None = None
@@ -165,30 +171,38 @@ class TrainingConfig:
         if len(decays) > 1:
             raise ValueError(f"several decay lengths given ({', '.join(flag_name(n) for n in decays)}); pass one")
 
-    def total_train_samples(self, global_batch_size: int, seq_length: int) -> int:
-        """Upper bound of training samples: the dataset size to build (tokens-only: ceil(tokens / seq_length))."""
+    def total_train_samples(self, batches: BatchSizeSchedule, seq_length: int) -> int:
+        """Upper bound of training samples: the dataset size to build (tokens-only: the iteration boundary at or
+        past ceil(tokens / seq_length) samples)."""
         if self.train_samples is not None:
             return self.train_samples
         if self.train_iters is not None:
-            return self.train_iters * global_batch_size
+            return batches.samples_after(self.train_iters)
         assert self.train_tokens is not None, "validate() requires one of train_iters/train_samples/train_tokens"
-        steps = -(-self.train_tokens // (seq_length * global_batch_size))
-        return steps * global_batch_size
+        return batches.samples_reaching(-(-self.train_tokens // seq_length))
 
-    def lr_schedule_spec(self, global_batch_size: int, seq_length: int) -> LRScheduleSpec:
-        """Resolve the schedule into samples/tokens (Megatron counts its scheduler in samples)."""
+    def total_train_iters(self, batches: BatchSizeSchedule, seq_length: int) -> int:
+        """Iterations of the run (tokens-only: the upper bound at full-length sequences)."""
+        if self.train_iters is not None:
+            return self.train_iters
+        return batches.iterations_within(self.total_train_samples(batches, seq_length))
+
+    def lr_schedule_spec(self, batches: BatchSizeSchedule, seq_length: int) -> LRScheduleSpec:
+        """Resolve the schedule into samples/tokens (Megatron counts its scheduler in samples). A length in
+        iterations becomes the samples those iterations consume, which a batch-size ramp-up makes fewer than
+        iterations x global batch size."""
         assert self.lr is not None, "validate() requires lr"
-        gbs = global_batch_size
         decay_tokens = self.lr_decay_tokens
         decay_samples = self.lr_decay_samples
         if self.lr_decay_iters is not None:
-            decay_samples = self.lr_decay_iters * gbs
+            decay_samples = batches.samples_after(self.lr_decay_iters)
         if decay_samples is None and decay_tokens is None:
             if self.train_samples is not None or self.train_iters is not None:
-                decay_samples = self.total_train_samples(gbs, seq_length)
+                decay_samples = self.total_train_samples(batches, seq_length)
             else:
                 decay_tokens = self.train_tokens
-        warmup_samples, warmup_tokens = self.lr_warmup_samples or self.lr_warmup_iters * gbs, self.lr_warmup_tokens
+        warmup_samples = self.lr_warmup_samples or batches.samples_after(self.lr_warmup_iters)
+        warmup_tokens = self.lr_warmup_tokens
         if self.lr_warmup_fraction is not None:
             if decay_tokens is not None:
                 warmup_tokens = int(self.lr_warmup_fraction * decay_tokens)
@@ -337,8 +351,14 @@ class PretrainConfig:
         """Gradient-accumulation steps: global batch / (micro batch x data-parallel size)."""
         return self.global_batch_size // (self.training.micro_batch_size * self.data_parallel_size)
 
+    def batch_schedule(self) -> BatchSizeSchedule:
+        """The global batch size of every iteration (constant, or ramped up by --rampup-batch-size)."""
+        t = self.training
+        rampup = tuple(t.rampup_batch_size) if t.rampup_batch_size is not None else None
+        return BatchSizeSchedule(self.global_batch_size, t.micro_batch_size, self.data_parallel_size, rampup)
+
     def lr_schedule_spec(self) -> LRScheduleSpec:
-        return self.training.lr_schedule_spec(self.global_batch_size, self.data.seq_length)
+        return self.training.lr_schedule_spec(self.batch_schedule(), self.data.seq_length)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready resolved config (saved beside checkpoints)."""
@@ -381,7 +401,6 @@ def check_unsupported(cfg: PretrainConfig) -> None:
         ("pipeline_model_parallel_size", c.pipeline_model_parallel_size == 1),
         ("num_layers_per_virtual_pipeline_stage", c.num_layers_per_virtual_pipeline_stage is None),
         ("context_parallel_size", c.context_parallel_size == 1),
-        ("rampup_batch_size", c.rampup_batch_size is None),
         ("zero_stage", c.zero_stage in (0, 1)),
     ):
         if not ok:
@@ -441,6 +460,13 @@ def check_global_batch(cfg: PretrainConfig) -> None:
         )
     if t.global_batch_size is not None and t.global_batch_size < 1:
         raise ValueError(f"global_batch_size ({t.global_batch_size}) must be >= 1; change --global-batch-size")
+
+
+def check_batch_rampup(cfg: PretrainConfig) -> None:
+    """--rampup-batch-size: three values, ending at the global batch, every step whole micro-batches per rank."""
+    t = cfg.training
+    if t.rampup_batch_size is not None:
+        check_rampup(t.rampup_batch_size, cfg.global_batch_size, t.micro_batch_size, cfg.data_parallel_size)
 
 
 def check_seq_length(cfg: PretrainConfig) -> None:
@@ -542,7 +568,7 @@ def check_save_path(cfg: PretrainConfig) -> None:
 
 RULES: tuple[Callable[[PretrainConfig], None], ...] = (
     check_unsupported, check_megatron_compat, check_world_divisible_by_tp, check_heads_divisible_by_tp,
-    check_gradient_accumulation, check_global_batch,
+    check_gradient_accumulation, check_global_batch, check_batch_rampup,
     check_seq_length, check_data_path, check_tokenizer_files, check_train_length, check_lr, check_checkpoint_flags,
     check_save_path,
 )

@@ -31,6 +31,7 @@ from megatron.training.config import PretrainConfig
 from megatron.training.deepspeed_config import apply_deepspeed_config
 from megatron.training.initialize import current_device
 from megatron.training.loop import Batch, TrainerExtension
+from megatron.training.microbatches import BatchSizeSchedule
 
 __all__ = [
     "DATA_EFFICIENCY_SECTION",
@@ -63,8 +64,11 @@ class CurriculumExtension(TrainerExtension):
     """Curriculum learning: the curriculum sampler replaces the training sampler; seqlen metrics shorten batches.
 
     With ``data_sampling.curriculum_learning`` on, every global batch comes from the curriculum sampler over the
-    one-epoch training dataset and carries its difficulties; a ``seqlen_truncate``/``seqlen_reshape`` metric then
-    shortens the batch to its difficulty. With only DeepSpeed's legacy top-level ``curriculum_learning`` block, the
+    one-epoch training dataset and carries its curriculum step and difficulties (batch keys ``curriculum_step``,
+    ``difficulties``, which survive worker prefetching and the tensor-parallel broadcast); a
+    ``seqlen_truncate``/``seqlen_reshape`` metric then shortens the batch to its difficulty. The curriculum step
+    counts global batches (optimizer steps), as DeepSpeed's: during a batch-size ramp-up (``rampup_batch_size``)
+    the early steps are smaller batches, so the schedule advances per step, not per sample. With only DeepSpeed's legacy top-level ``curriculum_learning`` block, the
     default sampler stays and the seqlen warm-up runs at step = iteration (DeepSpeed's ``global_steps + 1``).
     The loop counts tokens from the shortened batches itself (``b * s`` after :meth:`process_batch`).
     """
@@ -72,8 +76,9 @@ class CurriculumExtension(TrainerExtension):
     name = "curriculum_learning"
 
     def __init__(self, config: DataEfficiencyConfig, seq_length: int,
-                 identities: list[dict[str, Any]] | None = None) -> None:
+                 identities: list[dict[str, Any]] | None = None, rampup_batch_size: list[int] | None = None) -> None:
         self.config = config
+        self.rampup_batch_size = list(rampup_batch_size) if rampup_batch_size is not None else None
         self.identities = identities  # of the training split, checked against each analysis (curriculum.identity)
         self.seqlen = SeqlenCurriculum.from_config(config, seq_length)
         self.sampler: CurriculumSampler | None = None
@@ -86,9 +91,13 @@ class CurriculumExtension(TrainerExtension):
     ) -> Iterator[list[int]] | None:
         if not self.config.curriculum_enabled:
             return None
+        ramp = None
+        if self.rampup_batch_size is not None:
+            ramp = BatchSizeSchedule(global_batch_size, micro_batch_size, dp_size, tuple(self.rampup_batch_size)).at
+        # The data stream commits each global batch when training takes it, so workers may draw ahead.
         sampler = build_curriculum_sampler(
             self.config, dataset, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
-            dp_rank=dp_rank, dp_size=dp_size, identities=self.identities,
+            dp_rank=dp_rank, dp_size=dp_size, identities=self.identities, auto_commit=False, batch_size_at=ramp,
         )
         if self._pending is not None:
             sampler.load_state_dict(self._pending)
@@ -103,17 +112,16 @@ class CurriculumExtension(TrainerExtension):
         self.sampler = sampler
         return sampler
 
-    def _batch_state(self, iteration: int) -> tuple[int, dict[str, int]]:
-        """(curriculum step, difficulties) of the global batch being trained."""
+    def _batch_state(self, batch: Batch, iteration: int) -> tuple[int, dict[str, int]]:
+        """(curriculum step, difficulties) of the global batch being trained: drawn with it by the sampler."""
         if self.sampler is None:
             assert self.seqlen is not None, "a curriculum extension without sampler has the legacy seqlen warm-up"
             return iteration, {"seqlen": self.seqlen.seqlen(iteration)}
-        drawn = self.sampler.last_drawn
-        assert drawn is not None, "process_batch runs after the curriculum sampler yielded the batch"
-        return drawn.curriculum_step, dict(drawn.difficulties)
+        assert "curriculum_step" in batch, "curriculum batches carry the step they were drawn at"
+        return int(batch["curriculum_step"]), dict(batch["difficulties"])
 
     def process_batch(self, batch: Batch, iteration: int) -> Batch:
-        step, self._difficulties = self._batch_state(iteration)
+        step, self._difficulties = self._batch_state(batch, iteration)
         if self.seqlen is not None:
             batch, _num_tokens = self.seqlen.apply(batch, step)
         return batch
@@ -133,6 +141,8 @@ class CurriculumExtension(TrainerExtension):
                 metric.pop("index_to_sample_path", None)
                 metric.pop("index_to_metric_path", None)
             out["data_sampling"] = sampling
+            if self.rampup_batch_size is not None:  # the sampler draws batches of the ramp's sizes
+                out["rampup_batch_size"] = self.rampup_batch_size
         if self.config.legacy_curriculum.enabled:
             out["legacy_curriculum"] = dataclass_to_dict(self.config.legacy_curriculum)
         return out
@@ -163,8 +173,8 @@ class BertCurriculumExtension(CurriculumExtension):
     """
 
     def __init__(self, config: DataEfficiencyConfig, seq_length: int,
-                 identities: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(config, seq_length, identities)
+                 identities: list[dict[str, Any]] | None = None, rampup_batch_size: list[int] | None = None) -> None:
+        super().__init__(config, seq_length, identities, rampup_batch_size)
         self.seq_length = seq_length
         self._dp_group: Any = None
         self._dp_size = 1
@@ -181,7 +191,7 @@ class BertCurriculumExtension(CurriculumExtension):
         return int(buf.item())
 
     def process_batch(self, batch: Batch, iteration: int) -> Batch:
-        step, self._difficulties = self._batch_state(iteration)
+        step, self._difficulties = self._batch_state(batch, iteration)
         if self.seqlen is not None:  # seqlen_truncate (reshape is refused for BERT by the config check)
             return bert_truncate(batch, self.seqlen.seqlen(step))
         real = self._dp_max(longest_real_length(batch["padding_mask"]))
@@ -198,7 +208,8 @@ class RandomLTDExtension(TrainerExtension):
     tokens themselves (``rows * (S (L - n) + min(r, S) n)``, with the actual, possibly curriculum-shortened S,
     where DeepSpeed uses max_value) are checkpointed and logged as ``consumed_layer_tokens``. Micro-batches of one
     step may differ in length (BERT's padding trim: equal across DP ranks, not across micro-batches); each is
-    counted at its own length.
+    counted at its own length. During a batch-size ramp-up a step has fewer micro-batches and is counted as it is;
+    the kept-token schedule still advances once per optimizer step (DeepSpeed's global step).
     """
 
     name = "random_ltd"
@@ -377,7 +388,7 @@ def build_data_efficiency_extensions(cfg: PretrainConfig, family: ModelFamily = 
         if de.curriculum_enabled:
             bert = cfg.extras.get("bert") if family == "bert" else None
             identities = analysis_identities(cfg.data, cfg.tokenizer, cfg.training.seed, bert)
-        extensions.append(kind(de, cfg.data.seq_length, identities))
+        extensions.append(kind(de, cfg.data.seq_length, identities, cfg.training.rampup_batch_size))
     if de.random_ltd_enabled:
         extensions.append(RandomLTDExtension(de.data_routing.random_ltd))
     return extensions

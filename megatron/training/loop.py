@@ -5,7 +5,8 @@ GPT and BERT scripts. The data efficiency library plugs in through :class:`Train
 inside the loop): an extension may (a) replace the training batch sampler, (b) post-process each training batch
 (sequence-length truncation changes ``s``), (c) wrap model layers and receive ``on_step_begin(iteration)``,
 (d) adjust the token count, (e) add metrics, (f) keep state in checkpoints under its ``name``, and (g) record the
-settings that define it, which a resume must keep.
+settings that define it, which a resume must keep. The global batch of each iteration comes from the config's
+``BatchSizeSchedule`` (constant, or ramped up by ``--rampup-batch-size``); evaluation always uses the full one.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from torch import nn
 from megatron.logging import get_logger, log_rank0
 from megatron.parallel.state import ParallelState
 from megatron.training.checkpointing import read_tracker, save_checkpoint
+from megatron.training.data_loading import DataStream
 from megatron.training.metrics import MetricsWriter
 from megatron.training.timers import Timers
 
-__all__ = ["TrainerExtension", "Stateful", "ForwardStep", "TrainResult", "Trainer", "DataStream"]
+__all__ = ["TrainerExtension", "Stateful", "ForwardStep", "TrainResult", "Trainer"]
 
 logger = get_logger(__name__)
 
@@ -57,8 +59,11 @@ class TrainerExtension:
         """(a) Return an iterator of this DP rank's micro-batch index lists, or None to keep the default.
 
         The loop pulls ``global_batch_size // (micro_batch_size * dp_size)`` lists per iteration, so iteration
-        ``k`` (1-based) consumes the ``k``-th global batch; the sampler may count global batches itself. It is
-        built after :meth:`load_state_dict`, so a resumed sampler continues where the checkpoint left it.
+        ``k`` (1-based) consumes the ``k``-th global batch; the sampler may count global batches itself. During a
+        batch-size ramp-up ``global_batch_size`` is the final size and the loop pulls the current batch's count
+        (``PretrainConfig.batch_schedule()``), which a sampler that draws whole global batches must follow. It is
+        built after :meth:`load_state_dict`, so a resumed sampler continues where the checkpoint left it. Worker
+        processes prefetch from it only if it is ``prefetch_safe`` (see ``training.data_loading``).
         """
         return None
 
@@ -69,7 +74,9 @@ class TrainerExtension:
         """(c) Called before the forward passes of iteration ``iteration`` (1-based)."""
 
     def process_batch(self, batch: Batch, iteration: int) -> Batch:
-        """(b) Post-process one training micro-batch (on CPU, before it moves to the device)."""
+        """(b) Post-process one training micro-batch before it moves to the device (it is already there when it
+        arrived by tensor-parallel broadcast). Values the sampler attached travel in it (the curriculum's
+        ``curriculum_step`` and ``difficulties``)."""
         return batch
 
     def adjust_tokens(self, tokens: int, iteration: int) -> int:
@@ -106,26 +113,6 @@ class TrainResult:
     val_losses: dict[int, float] = field(default_factory=dict)
     test_loss: float | None = None
     exit_reason: str = "finished"
-
-
-class DataStream:
-    """Micro-batches for this rank: index lists from a batch sampler -> dataset items -> ``collate_fn``.
-
-    Loading runs in the main process, so a checkpointed sampler position is exactly the trained position (a
-    prefetching DataLoader would run ahead of it, DeepSpeed's curriculum caveat).
-    """
-
-    def __init__(self, dataset: Any, sampler: Iterator[list[int]] | Any, collate_fn: Callable[[list], Batch]):
-        self.dataset, self.sampler, self.collate_fn = dataset, sampler, collate_fn
-        self._it = iter(sampler)
-
-    def next(self) -> Batch | None:
-        """The next micro-batch, or None when the sampler is exhausted."""
-        try:
-            indices = next(self._it)
-        except StopIteration:
-            return None
-        return self.collate_fn([self.dataset[int(i)] for i in indices])
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -169,8 +156,10 @@ class Trainer:
         self.rng_tracker = rng_tracker
         self.timers = Timers()
         self.start_time = time.time()  # --exit-duration-in-mins counts from setup, as Megatron
-        self.num_microbatches = cfg.num_microbatches
+        self.batches = cfg.batch_schedule()
+        self.num_microbatches = cfg.num_microbatches  # of the full global batch (evaluation's)
         self.gbs = cfg.global_batch_size
+        self.current_gbs: int | None = None  # of the latest training iteration
         self.iteration = 0
         self.consumed_samples = 0
         self.consumed_tokens = 0
@@ -205,8 +194,7 @@ class Trainer:
         return out
 
     def save(self) -> None:
-        sampler = getattr(self.train_stream, "sampler", None)
-        sampler_state = sampler.state_dict() if hasattr(sampler, "state_dict") else None
+        sampler_state = self.train_stream.state_dict() if self.train_stream is not None else None
         save_checkpoint(
             self.t.save, self.iteration, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             pstate=self.pstate, train_state=self.train_state(), sampler_state=sampler_state,
@@ -223,18 +211,21 @@ class Trainer:
         dist.all_reduce(buf, group=self.pstate.dp_group)
         return buf.tolist()
 
-    def train_step(self) -> tuple[bool, float, dict[str, float], int, float, float | None] | None:
-        """Forward/backward every micro-batch of one global batch, then one optimizer step.
+    def train_step(self, num_microbatches: int | None = None
+                   ) -> tuple[bool, float, dict[str, float], int, float, float | None] | None:
+        """Forward/backward ``num_microbatches`` micro-batches (default: the full global batch's), then one
+        optimizer step.
 
         Returns ``(applied, loss, aux, tokens, flops, grad_norm)`` with global (DP-reduced) loss/aux means, token
         and FLOP totals; None if the training data ran out before the first micro-batch.
         """
+        num_microbatches = num_microbatches or self.num_microbatches
         self.model.train()
         self.optimizer.zero_grad()
         loss_sum, tokens, flops = 0.0, 0, 0.0
         aux_sums: dict[str, float] = {}
         self.timers("forward-backward").start()
-        for micro in range(self.num_microbatches):
+        for micro in range(num_microbatches):
             batch = self.train_stream.next()
             if batch is None:
                 self.timers("forward-backward").stop()
@@ -251,7 +242,7 @@ class Trainer:
             batch = _to_device(batch, self.device)
             loss, aux = self.forward_step(self.model, batch)
             # Megatron semantics: each micro-batch contributes its masked token mean / num_microbatches.
-            self.optimizer.backward(loss / self.num_microbatches)
+            self.optimizer.backward(loss / num_microbatches)
             loss_sum += float(loss.detach())
             for k, v in aux.items():
                 aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
@@ -261,7 +252,7 @@ class Trainer:
         self.timers("optimizer").stop()
         keys = sorted(aux_sums)
         reduced = self._reduce_dp([loss_sum, float(tokens), flops, *(aux_sums[k] for k in keys)])
-        denom = self.num_microbatches * self.pstate.dp_size
+        denom = num_microbatches * self.pstate.dp_size
         loss = reduced[0] / denom
         if self.t.check_for_nan_in_loss_and_grad and not self.t.fp16 and not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at iteration {self.iteration + 1}")
@@ -273,8 +264,21 @@ class Trainer:
         if self.t.train_iters is not None:
             return self.t.train_iters
         if self.t.train_samples is not None:
-            return self.t.train_samples // self.gbs
+            return self.batches.iterations_within(self.t.train_samples)
         return None
+
+    def _next_batch_size(self) -> int:
+        """Global batch of the coming iteration; logs each change of a ramp-up, as Megatron does."""
+        gbs = self.batches.at(self.consumed_samples)
+        if gbs != self.current_gbs and self.batches.rampup is not None:
+            if self.current_gbs is None:
+                log_rank0(logger, "> %s; iteration %d starts at global batch size %d", self.batches.describe(),
+                          self.iteration + 1, gbs)
+            else:
+                log_rank0(logger, "ramping up global batch size from %d to %d at iteration %d (%d consumed samples)",
+                          self.current_gbs, gbs, self.iteration + 1, self.consumed_samples)
+        self.current_gbs = gbs
+        return gbs
 
     def _done(self) -> bool:
         n = self._train_iters()
@@ -293,21 +297,22 @@ class Trainer:
             while not self._done():
                 for ext in self.extensions:
                     ext.on_step_begin(self.iteration + 1)
-                out = self.train_step()
+                gbs = self._next_batch_size()
+                out = self.train_step(gbs // (self.t.micro_batch_size * self.pstate.dp_size))
                 if out is None:
                     log_rank0(logger, "training data exhausted after %d iterations; stopping", self.iteration)
                     self.result.exit_reason = "data_exhausted"
                     break
                 applied, loss, aux, tokens, flops, grad_norm = out
                 self.iteration += 1
-                self.consumed_samples += self.gbs
+                self.consumed_samples += gbs
                 schedule_tokens = tokens
                 for ext in self.extensions:
                     schedule_tokens = ext.adjust_tokens(schedule_tokens, self.iteration)
                 self.consumed_tokens += tokens
                 self.schedule_tokens += schedule_tokens
                 if applied:
-                    self.scheduler.step(self.gbs, self.schedule_tokens)
+                    self.scheduler.step(gbs, self.schedule_tokens)
                 else:
                     self.skipped_iterations += 1
                 self.result.train_losses[self.iteration] = loss
@@ -399,7 +404,7 @@ class Trainer:
             "consumed_tokens": self.consumed_tokens,
             **({"schedule_tokens": self.schedule_tokens} if self.schedule_tokens != self.consumed_tokens else {}),
             "loss": interval.loss_sum / interval.iters,
-            "lr": self.scheduler.lr, "grad_norm": interval.grad_norm, "global_batch_size": self.gbs,
+            "lr": self.scheduler.lr, "grad_norm": interval.grad_norm, "global_batch_size": self.current_gbs,
             "skipped_iterations": interval.skipped, **({"nan_iterations": interval.nan} if interval.nan else {}),
             "step_time_s": elapsed / interval.iters, "tokens_per_s": interval.tokens / elapsed,
         }

@@ -3,7 +3,8 @@
 The entry scripts (``pretrain_gpt.py``) supply the model-specific providers; this module owns the order of
 construction (Megatron's): validate -> process groups -> seeds -> tokenizer/padded vocab -> model -> extensions
 wrap it -> optimizer and LR schedule -> checkpoint load (guarded by ``resume``) -> datasets and samplers (resumed
-from the consumed samples) -> train -> validation (unless the last iteration was just evaluated) -> test.
+from the consumed samples) -> data streams (``--num-workers`` prefetching on each tensor-parallel group's reading
+rank, broadcast to the others) -> train -> validation (unless the last iteration was just evaluated) -> test.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from megatron.training.compat import ignored_flags_note
 from megatron.training.config import PretrainConfig, format_config
 from megatron.training.grad_scaler import build_grad_scaler
 from megatron.training.initialize import current_device, initialize_distributed, set_random_seeds
-from megatron.training.loop import Batch, DataStream, ForwardStep, Stateful, Trainer, TrainerExtension, TrainResult
+from megatron.training.data_loading import DataStream
+from megatron.training.loop import Batch, ForwardStep, Stateful, Trainer, TrainerExtension, TrainResult
 from megatron.training.lr_schedule import OptimizerParamScheduler
 from megatron.training.metrics import MetricsWriter
 from megatron.training.optimizer import AdamWSettings, MegatronOptimizer
@@ -63,10 +65,11 @@ def _build_optimizer(cfg: PretrainConfig, model: nn.Module, pstate: ParallelStat
 def _num_samples(cfg: PretrainConfig) -> tuple[int, int, int]:
     """Samples to build per split, as Megatron: validation covers every evaluation of the run. A split the run
     does not use gets 0 (the builder then skips it, even if ``--split`` gives it no documents): validation with
-    ``--eval-iters 0``, the test split with ``--skip-test`` as well."""
-    t, gbs = cfg.training, cfg.global_batch_size
-    n_train = t.total_train_samples(gbs, cfg.data.seq_length)
-    evals = (n_train // gbs) // t.eval_interval + 1
+    ``--eval-iters 0``, the test split with ``--skip-test`` as well. Evaluation batches are full global batches, also
+    during a batch-size ramp-up."""
+    t, gbs, batches = cfg.training, cfg.global_batch_size, cfg.batch_schedule()
+    n_train = t.total_train_samples(batches, cfg.data.seq_length)
+    evals = t.total_train_iters(batches, cfg.data.seq_length) // t.eval_interval + 1
     return n_train, evals * t.eval_iters * gbs, 0 if t.skip_test else t.eval_iters * gbs
 
 
@@ -115,8 +118,16 @@ def _train_sampler(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, con
     )
 
 
+def _stream(cfg: PretrainConfig, dataset: Any, sampler: Any, pstate: ParallelState, collate: Callable[[list], Batch],
+            device: torch.device) -> DataStream:
+    """Tensor-parallel rank 0 reads (with ``--num-workers`` prefetching workers) and broadcasts to its group."""
+    return DataStream(dataset, sampler, collate, num_workers=cfg.data.num_workers, reads=pstate.tp_rank == 0,
+                      tp_group=pstate.tp_group if pstate.tp_size > 1 else None, tp_src=pstate.tp_src_rank,
+                      device=device)
+
+
 def _eval_stream(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consumed: int,
-                 collate: Callable[[list], Batch]) -> DataStream | None:
+                 collate: Callable[[list], Batch], device: torch.device) -> DataStream | None:
     if dataset is None or len(dataset) == 0 or cfg.training.eval_iters == 0:
         return None
     sampler = MegatronPretrainingSampler(
@@ -124,7 +135,7 @@ def _eval_stream(cfg: PretrainConfig, dataset: Any, pstate: ParallelState, consu
         micro_batch_size=cfg.training.micro_batch_size, data_parallel_rank=pstate.dp_rank,
         data_parallel_size=pstate.dp_size,
     )
-    return DataStream(dataset, sampler, collate)
+    return _stream(cfg, dataset, sampler, pstate, collate, device)
 
 
 def _checkpoint_to_load(cfg: PretrainConfig) -> tuple[str, bool]:
@@ -241,7 +252,7 @@ def pretrain(
     owns_group = not (dist.is_available() and dist.is_initialized())
     cfg.validate(world_size=dist.get_world_size() if not owns_group else None)
     pstate = initialize_distributed(cfg.parallel)
-    writer = None
+    writer = trainer = None
     threads = torch.get_num_threads()  # restored on return: --torch-num-threads must not leak into the caller
     try:
         log_rank0(logger, "%s", format_config(cfg))
@@ -280,15 +291,18 @@ def pretrain(
             return collate_fn(samples, cfg, tokenizer)
 
         sampler = _train_sampler(cfg, train_ds, pstate, trainer.consumed_samples, extensions)
-        trainer.train_stream = DataStream(train_ds, sampler, collate)
-        trainer.valid_stream = _eval_stream(cfg, valid_ds, pstate, trainer.consumed_valid_samples, collate)
-        trainer.test_stream = _eval_stream(cfg, test_ds, pstate, 0, collate)
+        trainer.train_stream = _stream(cfg, train_ds, sampler, pstate, collate, device)
+        trainer.valid_stream = _eval_stream(cfg, valid_ds, pstate, trainer.consumed_valid_samples, collate, device)
+        trainer.test_stream = _eval_stream(cfg, test_ds, pstate, 0, collate, device)
         result = trainer.train()
         _finish(cfg, trainer, result)
         _report_outputs(cfg, result)
         return result
     finally:
         torch.set_num_threads(threads)
+        for stream in (trainer.train_stream, trainer.valid_stream, trainer.test_stream) if trainer else ():
+            if stream is not None:
+                stream.close()
         if writer is not None:
             writer.close()
         if owns_group and dist.is_available() and dist.is_initialized():

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from megatron.data.samplers import MicroBatchIndices
 from megatron.data_efficiency.config import CurriculumMetricConfig, DataEfficiencyConfig, DifficultyType
 from megatron.data_efficiency.curriculum.analyzer import read_flat
 from megatron.data_efficiency.curriculum.identity import check_analysis_identity
@@ -289,7 +290,9 @@ class CurriculumSampler:
     ("committed"), never the position of batches drawn ahead. With ``auto_commit`` (default) iteration commits a
     global batch when it yields that batch's last micro-batch for this rank: exact when the loader fetches in the
     training process (no prefetch). Behind a prefetching DataLoader pass ``auto_commit=False`` and call
-    ``commit()`` once per global batch when training takes it. DeepSpeed's sampler checkpoints the prefetched
+    ``commit()`` once per global batch when training takes it (the yielded :class:`MicroBatchIndices` say when, and
+    carry the batch's curriculum step and difficulties). Drawing ahead changes nothing: a batch's difficulties
+    follow from its own curriculum step, not from training progress. DeepSpeed's sampler checkpoints the prefetched
     position and the global numpy RNG instead of its own generator (DeepSpeed issue #8405), so a resumed run
     replays the sampling stream from the seed; here the generator state, cluster cursors and counters are saved
     together.
@@ -302,11 +305,16 @@ class CurriculumSampler:
         dp_rank / dp_size: this rank's slice of every global batch.
         custom_schedules: metric name -> callable for ``schedule_type: custom`` metrics.
         auto_commit: commit each global batch when iteration hands out its last micro-batch (see above).
+        batch_size_at: consumed samples -> size of the next global batch, for a batch-size ramp-up (default: always
+            ``global_batch_size``); every value must be a multiple of ``micro_batch_size x dp_size``.
     """
+
+    prefetch_safe = True  # its micro-batches say when to commit() (MicroBatchIndices.info): a loader may run ahead
 
     def __init__(self, config: DataEfficiencyConfig, layout: DatasetLayout, indexes: Sequence[list[MetricIndex]], *,
                  global_batch_size: int, micro_batch_size: int, dp_rank: int = 0, dp_size: int = 1,
-                 custom_schedules: Mapping[str, CustomSchedule] | None = None, auto_commit: bool = True) -> None:
+                 custom_schedules: Mapping[str, CustomSchedule] | None = None, auto_commit: bool = True,
+                 batch_size_at: Callable[[int], int] | None = None) -> None:
         cl = config.data_sampling.curriculum_learning
         if not config.curriculum_enabled:
             raise ValueError("data_efficiency.data_sampling.curriculum_learning.enabled is false; no curriculum "
@@ -332,6 +340,7 @@ class CurriculumSampler:
         self.seed = config.seed
         self.layout = layout
         self.global_batch_size = global_batch_size
+        self.batch_size_at = batch_size_at
         self.micro_batch_size = micro_batch_size
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.auto_commit = auto_commit
@@ -399,13 +408,23 @@ class CurriculumSampler:
             i += 1
         return out
 
+    def _batch_size(self, consumed: int) -> int:
+        """Size of the global batch drawn after ``consumed`` samples (constant unless ``batch_size_at``)."""
+        if self.batch_size_at is None:
+            return self.global_batch_size
+        size = int(self.batch_size_at(consumed))
+        if size < 1 or size % (self.micro_batch_size * self.dp_size):
+            raise ValueError(f"batch_size_at({consumed}) = {size} is not a positive multiple of micro_batch_size "
+                             f"{self.micro_batch_size} x dp_size {self.dp_size}")
+        return size
+
     def draw_global_batch(self) -> CurriculumBatch:
         """Draw the next global batch (every rank draws the same one); it stays uncommitted until ``commit``."""
         step = self._step + 1
         diffs = self._difficulties(step)
         self._admit(diffs)
         parts = []
-        for pool, k in zip(self._pools, self._split_between_components(self.global_batch_size)):
+        for pool, k in zip(self._pools, self._split_between_components(self._batch_size(self._consumed))):
             ids = pool.draw(k, self._rng)
             pos = self.layout.positions
             parts.append(ids if pos is None else pos[pool.component][ids])
@@ -433,15 +452,25 @@ class CurriculumSampler:
 
     # ---- iteration ---------------------------------------------------------------------------------------------
 
+    def _has_next(self, consumed: int) -> bool:
+        """Whether a whole global batch is left after ``consumed`` samples (an incomplete last one is dropped)."""
+        return consumed + self._batch_size(consumed) <= self.total_samples
+
+    def _sizes_from(self, consumed: int) -> Iterator[int]:
+        """Sizes of the global batches left after ``consumed`` samples, in order."""
+        while self._has_next(consumed):
+            yield self._batch_size(consumed)
+            consumed += self._batch_size(consumed)
+
     @property
     def num_global_batches(self) -> int:
         """Global batches in ``num_epochs`` passes over the dataset (an incomplete last batch is dropped)."""
-        return self.total_samples // self.global_batch_size
+        return sum(1 for _ in self._sizes_from(0))
 
     def __len__(self) -> int:
         """Micro-batches this rank still yields from the committed position."""
-        remaining = self.num_global_batches - int(self._committed["curriculum_step"])
-        return max(remaining, 0) * self.global_batch_size // (self.micro_batch_size * self.dp_size)
+        left = sum(self._sizes_from(int(self._committed["consumed_samples"])))
+        return left // (self.micro_batch_size * self.dp_size)
 
     def rank_micro_batches(self, indices: np.ndarray) -> list[list[int]]:
         """This rank's micro-batches of a global batch: Megatron's order, ``micro x dp`` samples per micro-step."""
@@ -452,12 +481,15 @@ class CurriculumSampler:
     def __iter__(self) -> Iterator[list[int]]:
         if self._pending:  # an abandoned iterator drew ahead: rewind to what training actually consumed
             self.load_state_dict(self._committed)
-        while self._step < self.num_global_batches:
-            micro_batches = self.rank_micro_batches(self.draw_global_batch().indices)
+        while self._has_next(self._consumed):
+            batch = self.draw_global_batch()
+            micro_batches = self.rank_micro_batches(batch.indices)
+            travels = {"curriculum_step": batch.curriculum_step, "difficulties": dict(batch.difficulties)}
             for i, mb in enumerate(micro_batches):
-                if self.auto_commit and i == len(micro_batches) - 1:
+                last = i == len(micro_batches) - 1
+                if self.auto_commit and last:
                     self.commit()  # handed to training with its last micro-batch (no prefetch in between)
-                yield mb
+                yield MicroBatchIndices(mb, {"batch": travels, "commit": last and not self.auto_commit})
 
     # ---- checkpoint --------------------------------------------------------------------------------------------
 
@@ -533,13 +565,14 @@ def build_curriculum_sampler(config: DataEfficiencyConfig, dataset: Any, *, glob
                              micro_batch_size: int, dp_rank: int = 0, dp_size: int = 1,
                              custom_schedules: Mapping[str, CustomSchedule] | None = None,
                              auto_commit: bool = True,
-                             identities: Sequence[Mapping[str, Any]] | None = None) -> CurriculumSampler:
+                             identities: Sequence[Mapping[str, Any]] | None = None,
+                             batch_size_at: Callable[[int], int] | None = None) -> CurriculumSampler:
     """Load every schedule-based metric's analysis files for ``dataset`` (one set per blend component) and build
     the sampler. ``dataset`` is the training dataset built for exactly one epoch, as analyzed.
 
     ``identities`` (one per component, ``curriculum.identity.analysis_identities`` of the training config) are
     compared with what each analysis recorded, so an analysis of another seed, split, length or data is refused
-    even when its sample count happens to match.
+    even when its sample count happens to match. ``batch_size_at``: see :class:`CurriculumSampler`.
 
     Raises:
         ValueError: a metric file does not match the dataset or the identity, or the first difficulties admit no
@@ -562,4 +595,5 @@ def build_curriculum_sampler(config: DataEfficiencyConfig, dataset: Any, *, glob
             indexes[c].append(MetricIndex.load(name, m, samples, values, layout.component_sizes[c]))
     return CurriculumSampler(config, layout, indexes, global_batch_size=global_batch_size,
                              micro_batch_size=micro_batch_size, dp_rank=dp_rank, dp_size=dp_size,
-                             custom_schedules=custom_schedules, auto_commit=auto_commit)
+                             custom_schedules=custom_schedules, auto_commit=auto_commit,
+                             batch_size_at=batch_size_at)
