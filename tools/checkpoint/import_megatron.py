@@ -3,7 +3,8 @@
 
 Thin command line over :mod:`megatron.interop.megatron_import`:
 
-    # Megatron-LM, --ckpt-format torch (iter_XXXXXXX/mp_rank_XX/model_optim_rng.pt), any TP size
+    # Megatron-LM, --ckpt-format torch (iter_XXXXXXX/mp_rank_XX/model_optim_rng.pt) at any TP size, or
+    # --ckpt-format torch_dist (iter_XXXXXXX/.metadata, *.distcp, common.pt) at any TP/PP size
     .venv/bin/python tools/checkpoint/import_megatron.py --loader megatron_lm --model-type GPT \
         --load-dir /ckpt/gpt --save-dir runs/gpt_imported --vocab-file vocab.json --merge-file merges.txt
 
@@ -34,8 +35,8 @@ _TOKENIZER_FLAGS = ("vocab_file", "merge_file", "tokenizer_model")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--loader", required=True, choices=("megatron_lm", "deepspeed"),
-                   help="megatron_lm: Megatron-LM --ckpt-format torch; deepspeed: Megatron-DeepSpeed's DeepSpeed "
-                        "engine checkpoints.")
+                   help="megatron_lm: Megatron-LM --ckpt-format torch or torch_dist; deepspeed: Megatron-DeepSpeed's "
+                        "DeepSpeed engine checkpoints.")
     p.add_argument("--model-type", required=True, choices=("GPT", "BERT"), help="Model family of the checkpoint.")
     p.add_argument("--load-dir", required=True, help="The --save directory of the Megatron-LM/-DeepSpeed run.")
     p.add_argument("--save-dir", required=True, help="Output directory; must not exist or be empty.")
