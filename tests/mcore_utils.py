@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["MCORE", "requires_mcore", "LAYER_RENAMES", "rename", "run_mcore_script"]
+__all__ = ["MCORE", "requires_mcore", "LAYER_RENAMES", "rename", "to_mcore_shape", "run_mcore_script"]
 
 REPO = Path(__file__).resolve().parents[1]
 MCORE = REPO / ".venv" / "mcore"
@@ -25,8 +25,9 @@ requires_mcore = pytest.mark.skipif(
     reason=f"megatron-core side install not found at {MCORE.relative_to(REPO)} (see scripts/install.sh)",
 )
 
-# Transformer-layer parameters, ours -> megatron-core's local spec. The fused QKV row layout is the same: per head
-# [q; k; v].
+# Transformer-layer parameters, ours -> megatron-core's local spec. The fused QKV row layout is the same: per
+# key/value group [q heads of the group; k; v] (per head [q; k; v] without grouped-query attention). Our SwiGLU
+# dense_h_to_4h.weight [2, ffn, h] is its linear_fc1.weight [gate; up] = [2 * ffn, h] (see ``to_mcore_shape``).
 LAYER_RENAMES = [
     (r"\.self_attention\.query_key_value\.", ".self_attention.linear_qkv."),
     (r"\.self_attention\.dense\.", ".self_attention.linear_proj."),
@@ -53,18 +54,29 @@ torch.cuda.current_device = lambda: "cpu"
 
 
 def config_from_spec(spec):
-    # megatron-core's TransformerConfig for a case's shape: fp32, dropout off, unfused CPU code paths.
+    # megatron-core's TransformerConfig for a case's shape: fp32, dropout off, unfused CPU code paths. Optional
+    # keys: normalization (LayerNorm), swiglu (False), groups (key/value heads; None = one per head).
     from megatron.core.transformer.transformer_config import TransformerConfig
 
+    swiglu = spec.get("swiglu", False)
     return TransformerConfig(
         num_layers=spec["num_layers"], hidden_size=spec["hidden_size"], num_attention_heads=spec["heads"],
         ffn_hidden_size=spec["ffn"], kv_channels=spec["kv"], layernorm_epsilon=spec["eps"],
         hidden_dropout=0.0, attention_dropout=0.0, add_bias_linear=spec["bias"],
+        normalization=spec.get("normalization", "LayerNorm"), num_query_groups=spec.get("groups"),
+        gated_linear_unit=swiglu, activation_func=torch.nn.functional.silu if swiglu else torch.nn.functional.gelu,
         use_cpu_initialization=True, perform_initialization=False, bias_activation_fusion=False,
         masked_softmax_fusion=False, persist_layer_norm=False, gradient_accumulation_fusion=False,
         apply_rope_fusion=False, bias_dropout_fusion=False,
     )
 """
+
+
+def to_mcore_shape(name: str, tensor: "torch.Tensor") -> "torch.Tensor":
+    """Our tensor (by our ``name``) as megatron-core stores it: SwiGLU's stacked gate/up ``dense_h_to_4h`` weight
+    ``[2, ffn, h]`` and bias ``[2, ffn]`` become ``[2 * ffn, h]`` and ``[2 * ffn]``; everything else as is."""
+    stacked = ".mlp.dense_h_to_4h." in name and tensor.dim() == (3 if name.endswith("weight") else 2)
+    return tensor.flatten(0, 1) if stacked else tensor
 
 
 def rename(name: str, renames: list[tuple[str, str]]) -> str:

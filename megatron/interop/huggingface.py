@@ -6,6 +6,10 @@ Mapping (all exact in fp32: the HF model computes our logits up to float summati
   an untied output layer becomes ``tie_word_embeddings=False``).
 * GPT, rotary positions -> ``GPTNeoXForCausalLM`` (sequential residual, ``rotary_pct`` = ``rotary_percent``; its
   fused QKV is per-head interleaved like ours).
+* GPT, rotary positions with RMSNorm and SwiGLU (Llama-style, grouped-query attention or not, biases or not) ->
+  ``LlamaForCausalLM`` (``num_key_value_heads`` = the query groups, ``head_dim`` = ``kv_channels``; our hidden
+  dropout, which Llama has no field for, travels in the ``megatron_de`` entry). Other combinations of these options
+  (LayerNorm with SwiGLU, RMSNorm with GELU, GQA with GPT-NeoX, learned positions) have no HF class and are refused.
 * BERT -> ``MegatronBertForPreTraining`` (with the binary head: pooler -> ``bert.pooler``, binary head ->
   ``cls.seq_relationship``) or ``MegatronBertForMaskedLM`` (``--bert-no-binary-head``: no pooler). Our BERT is
   Megatron's: pre-LayerNorm layers, a final LayerNorm and no embedding LayerNorm. HF's ``BertForPreTraining`` is
@@ -38,7 +42,7 @@ from megatron.interop.checkpoint import (
 )
 from megatron.interop.hf_config import build_hf_config, check_exportable, dtype_name, parse_hf_config
 from megatron.interop.hf_tokenizer import export_tokenizer, import_tokenizer
-from megatron.interop.hf_weights import HF_CLASSES, from_hf_state, to_hf_state
+from megatron.interop.hf_weights import HF_CLASSES, from_hf_state, hf_arch_for, to_hf_state
 from megatron.logging import get_logger
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import check_tensor_parallel_divisibility
@@ -83,6 +87,7 @@ def megatron_to_hf(
             "model_type": model_type, "tokenizer_type": ckpt.tokenizer.tokenizer_type,
             "make_vocab_size_divisible_by": ckpt.tokenizer.make_vocab_size_divisible_by,
             "vocab_extra_ids": ckpt.tokenizer.vocab_extra_ids, "add_bias_linear": spec.config.add_bias_linear,
+            "hidden_dropout": spec.config.hidden_dropout,
             "num_tokentypes": spec.num_tokentypes, "source_tensor_model_parallel_size": ckpt.source_tp,
             "unpadded_vocab_size": tokenizer.vocab_size if tokenizer is not None else None,
         }
@@ -103,7 +108,7 @@ def megatron_to_hf(
 def _hf_class_name(spec: ModelSpec) -> str:
     if spec.model_type == "BERT":
         return "MegatronBertForPreTraining" if spec.add_binary_head else "MegatronBertForMaskedLM"
-    return "GPT2LMHeadModel" if spec.config.position_embedding_type == "learned_absolute" else "GPTNeoXForCausalLM"
+    return {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM"}[hf_arch_for(spec)]
 
 
 def _read_hf_architecture(hf_dir: Path) -> str | None:

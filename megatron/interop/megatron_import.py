@@ -6,13 +6,15 @@ Two layouts are read, weights only:
   ``<dir>/latest_checkpointed_iteration.txt`` and ``iter_XXXXXXX/mp_rank_XX[_XXX]/model_optim_rng.pt`` whose
   ``model`` is either the legacy nesting (``language_model`` -> ``embedding`` / ``encoder`` (or ``transformer``)
   / ``output_layer``) or a megatron-core model's flat names (``embedding.*``, ``decoder.layers.*``, local or
-  Transformer-Engine spec);
+  Transformer-Engine spec); or its distributed checkpoints (``--ckpt-format torch_dist``, any TP/PP size), read
+  whole by :mod:`megatron.interop.torch_dist`;
 * ``deepspeed``: Megatron-DeepSpeed's DeepSpeed-engine checkpoints: ``<dir>/latest`` naming ``global_stepN`` and
   ``global_stepN/mp_rank_XX_model_states.pt`` whose ``module`` holds the legacy model's flat state dict.
 
-Every tensor-parallel shard is renamed, its fused QKV rows brought to our per-head ``[q; k; v]`` layout (already
-Megatron-LM's and megatron-core's; Megatron-DeepSpeed since Dec 2024 stores ``[Q | K | V]`` per shard:
-``qkv_layout="contiguous"``), then the shards are merged by our own layers' partition rules
+Every tensor-parallel shard is renamed, its fused QKV rows brought to our per-group ``[q heads; k; v]`` layout
+(per head ``[q; k; v]`` without grouped-query attention; already Megatron-LM's and megatron-core's; Megatron-DeepSpeed
+since Dec 2024 stores ``[Q | K | V]`` per shard: ``qkv_layout="contiguous"``), its SwiGLU ``[gate; up]`` rows
+stacked as our ``[2, ffn/tp, h]``, then the shards are merged by our own layers' partition rules
 (:mod:`megatron.interop.checkpoint`). The architecture comes from the checkpoint's ``args`` (an
 ``argparse.Namespace``).
 
@@ -40,6 +42,7 @@ from megatron.interop.checkpoint import (
     ModelSpec, ModelType, _check_against_model, build_meta_model, merge_shards, partition_dims, resize_vocab,
     split_shards, staged_output, write_release_checkpoint,
 )
+from megatron.interop.torch_dist import is_torch_dist_checkpoint, read_torch_dist
 from megatron.logging import get_logger
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import check_tensor_parallel_divisibility
@@ -133,14 +136,16 @@ def _megatron_lm_files(root: Path, iteration: int | None) -> tuple[str, list[Pat
     else:
         tag = str(iteration)
     it_dir = root / ("release" if tag == "release" else f"iter_{int(tag):07d}")
+    if is_torch_dist_checkpoint(it_dir):  # --ckpt-format torch_dist: one directory, whole tensors
+        return it_dir.name, [it_dir]
     ranks = sorted(it_dir.glob("mp_rank_*"))
     if any(re.fullmatch(r"mp_rank_\d+_\d+", r.name) and not r.name.endswith("_000") for r in ranks):
         raise NotImplementedError(f"{it_dir} holds pipeline-parallel shards (mp_rank_XX_YYY with YYY > 0); merge the "
                                   "pipeline stages first (Megatron-LM's tools/checkpoint/convert.py to PP=1)")
     files = [r / "model_optim_rng.pt" for r in ranks if (r / "model_optim_rng.pt").is_file()]
     if not files:
-        raise ValueError(f"{it_dir} holds no mp_rank_XX/model_optim_rng.pt; pass a Megatron-LM checkpoint saved with "
-                         "--ckpt-format torch (torch_dist checkpoints are directories of .distcp files)")
+        raise ValueError(f"{it_dir} holds neither mp_rank_XX/model_optim_rng.pt (--ckpt-format torch) nor a "
+                         ".metadata index (--ckpt-format torch_dist); pass the --save directory of a Megatron-LM run")
     return it_dir.name, files
 
 
@@ -199,9 +204,11 @@ def to_our_names(state: dict[str, torch.Tensor], model_type: ModelType) -> dict[
         (r"^language_model\.(encoder|transformer)\.layers\.", f"{root}.layers."),
         (r"^(decoder|encoder)\.layers\.", f"{root}.layers."),
         (r"^(language_model\.)?output_layer\.", "output_layer."),
-        (r"^language_model\.pooler\.dense\.", "pooler."),
+        (r"^(language_model\.)?pooler\.dense\.", "pooler."),
         (r"^lm_head\.layernorm\.", "lm_head.layer_norm."),
     ]
+    if model_type == "BERT":  # megatron-core's BERT keeps the masked-LM output bias in its output layer
+        rules.append((r"^output_layer\.bias$", "lm_head.bias"))
     out = {}
     for name, tensor in state.items():
         name = re.sub(r"^(module\.)+", "", name).replace(".random_ltd_layer", "")
@@ -222,15 +229,25 @@ def _check_names(shard: dict[str, torch.Tensor], expected: set[str], model_type:
     if extra or missing:
         raise ValueError(f"{where}: tensors without a counterpart in our {model_type} model: {extra[:6]}; ours "
                          f"missing from the checkpoint: {missing[:6]}. Is --model-type right, and is the model a "
-                         "plain GPT/BERT (LayerNorm, GeLU, no MoE)?")
+                         "plain GPT/BERT (no MoE)?")
 
 
-def _interleave_qkv(state: dict[str, torch.Tensor], heads_per_rank: int) -> None:
-    """``[Q | K | V]`` rows of one shard -> per head ``[q; k; v]`` (in place)."""
+def _interleave_qkv(state: dict[str, torch.Tensor], heads_per_rank: int, groups_per_rank: int) -> None:
+    """``[Q | K | V]`` rows of one shard -> per key/value group ``[q heads; k; v]`` (per head ``[q; k; v]`` without
+    grouped-query attention), in place."""
     for name in [n for n in state if ".query_key_value." in n]:
         t = state[name]
-        hn = t.shape[0] // (3 * heads_per_rank)
-        state[name] = t.reshape(3, heads_per_rank, hn, *t.shape[1:]).transpose(0, 1).reshape(t.shape).contiguous()
+        hn = t.shape[0] // (heads_per_rank + 2 * groups_per_rank)
+        q, k, v = t.split([heads_per_rank * hn, groups_per_rank * hn, groups_per_rank * hn])
+        q, k, v = (x.reshape(groups_per_rank, -1, hn, *t.shape[1:]) for x in (q, k, v))
+        state[name] = torch.cat([q, k, v], dim=1).reshape(t.shape).contiguous()
+
+
+def _stack_gate_up(state: dict[str, torch.Tensor]) -> None:
+    """SwiGLU: one shard's ``dense_h_to_4h`` rows ``[gate shard; up shard]`` -> our stacked ``[2, ffn/tp, ...]``."""
+    for name in [n for n in state if ".mlp.dense_h_to_4h." in n]:
+        t = state[name]
+        state[name] = t.reshape(2, t.shape[0] // 2, *t.shape[1:])
 
 
 # ---- architecture --------------------------------------------------------------------------------------------------
@@ -248,15 +265,14 @@ def _spec_from_args(args: argparse.Namespace, state: dict[str, torch.Tensor], mo
     groups = _arg(args, "num_query_groups", "num_key_value_heads", default=heads)
     if not _arg(args, "group_query_attention", default=True):
         groups = heads  # Megatron-LM keeps a num_query_groups default without --group-query-attention
-    if groups != heads:
-        raise NotImplementedError(f"{where}: grouped-query attention ({groups} KV groups for {heads} heads) is not "
-                                  "implemented here")
-    for flag in ("swiglu", "squared_relu", "openai_gelu", "apply_layernorm_1p"):
+    for flag in ("squared_relu", "openai_gelu", "apply_layernorm_1p"):
         if _arg(args, flag, default=False):
             raise NotImplementedError(f"{where}: the checkpoint was trained with --{flag.replace('_', '-')}, which is "
-                                      "not implemented here (the MLP is GeLU, the norm LayerNorm)")
-    if str(_arg(args, "normalization", default="LayerNorm")).lower() != "layernorm":
-        raise NotImplementedError(f"{where}: --normalization {args.normalization} is not implemented (LayerNorm only)")
+                                      "not implemented here (the MLP is GeLU or SwiGLU, the norm LayerNorm or RMSNorm)")
+    normalization = str(_arg(args, "normalization", default="LayerNorm"))
+    if normalization.lower() not in ("layernorm", "rmsnorm"):
+        raise NotImplementedError(f"{where}: --normalization {normalization} is not implemented (LayerNorm or "
+                                  "RMSNorm)")
     experts = _arg(args, "num_experts", default=1)
     if max(experts if isinstance(experts, list) else [experts]) > 1:
         raise NotImplementedError(f"{where}: mixture-of-experts checkpoints are not supported")
@@ -266,6 +282,8 @@ def _spec_from_args(args: argparse.Namespace, state: dict[str, torch.Tensor], mo
         num_layers=args.num_layers, hidden_size=args.hidden_size, num_attention_heads=heads,
         ffn_hidden_size=_arg(args, "ffn_hidden_size"), kv_channels=_arg(args, "kv_channels"),
         max_position_embeddings=_arg(args, "max_position_embeddings", "seq_length"),
+        normalization=normalization.lower(), swiglu=bool(_arg(args, "swiglu", default=False)),
+        group_query_attention=groups != heads, num_query_groups=groups if groups != heads else None,
         position_embedding_type="rope" if rope else "learned_absolute",
         rotary_percent=float(_arg(args, "rotary_percent", default=1.0)),
         rotary_base=int(_arg(args, "rotary_base", "rotary_position_embeddings_theta", default=10000)),
@@ -319,14 +337,14 @@ def read_foreign_checkpoint(load_dir: str | Path, loader: LoaderKind, model_type
 
     Raises:
         ValueError: a missing file, missing ``args``, unknown tensors or shapes that do not fit the architecture.
-        NotImplementedError: pipeline shards or architectures not built here (GQA, SwiGLU, RMSNorm, MoE).
+        NotImplementedError: pipeline shards or architectures not built here (MoE, squared ReLU, tanh GELU).
     """
     root = Path(load_dir)
     tag, files = (_megatron_lm_files if loader == "megatron_lm" else _deepspeed_files)(root, iteration)
     key = "model" if loader == "megatron_lm" else "module"
     shards, args = [], None
     for path in files:
-        payload = safe_load(path)
+        payload = read_torch_dist(path, safe_load) if path.is_dir() else safe_load(path)
         if key not in payload:
             raise ValueError(f"{path} has no {key!r} entry (keys: {sorted(payload)[:8]}); is --loader right?")
         version = float(payload.get("checkpoint_version", 3.0) or 0.0)
@@ -341,10 +359,16 @@ def read_foreign_checkpoint(load_dir: str | Path, loader: LoaderKind, model_type
     saved_tp = int(_arg(args, "tensor_model_parallel_size", default=tp))
     if saved_tp != tp:
         raise ValueError(f"{root}: args say tensor_model_parallel_size {saved_tp} but {tp} shard files were found")
-    if qkv_layout == "contiguous":
-        for shard in shards:
-            _interleave_qkv(shard, args.num_attention_heads // tp)
     spec, tokenizer, seq_length = _spec_from_args(args, shards[0], model_type, str(files[0]))
+    heads, groups = spec.config.num_attention_heads, spec.config.query_groups
+    for shard in shards:
+        if qkv_layout == "contiguous":
+            if groups % tp:
+                raise NotImplementedError(f"{root}: contiguous [Q|K|V] shards with {groups} key/value groups over "
+                                          f"TP={tp} do not hold whole groups; re-save at a TP size dividing {groups}")
+            _interleave_qkv(shard, heads // tp, groups // tp)
+        if spec.config.swiglu:
+            _stack_gate_up(shard)
     spec.vocab_size = sum(s["word_embeddings.weight"].shape[0] for s in shards)
     model = build_meta_model(spec)
     _check_names(shards[0], set(model.state_dict()), model_type, str(files[0]))

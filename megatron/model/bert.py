@@ -16,7 +16,7 @@ from torch import nn
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import check_tensor_parallel_divisibility
 from megatron.model.language_model import build_compiled_loss, per_token_cross_entropy, tied_vocab_parallel_logits
-from megatron.model.transformer import TransformerBlock, rotary_embedding
+from megatron.model.transformer import TransformerBlock, build_norm, rotary_embedding
 from megatron.parallel.layers import InitMethod, VocabParallelEmbedding, init_master_weight, normal_init
 from megatron.parallel.random import RNGStatesTracker, derive_seed
 from megatron.parallel.state import ParallelState
@@ -62,7 +62,7 @@ def _replicated_embedding(
 
 
 class BertLMHead(nn.Module):
-    """Masked-LM head: ``dense h->h``, GELU, LayerNorm, then logits through the tied word embedding plus a bias.
+    """Masked-LM head: ``dense h->h``, GELU, norm, then logits through the tied word embedding plus a bias.
 
     ``dense`` and ``layer_norm`` are replicated over TP; ``bias`` is this rank's ``[V/tp]`` slice of the output bias
     (zero at init, as megatron-core's output layer bias), tagged as TP-split along dim 0.
@@ -76,7 +76,7 @@ class BertLMHead(nn.Module):
         # megatron-core initializes this dense layer with the plain init_method, N(0, init_method_std).
         self.dense = _replicated_linear(h, h, normal_init(config.init_method_std),
                                         derive_seed(init_seed, "dense", "weight"), parallel_state, dtype)
-        self.layer_norm = nn.LayerNorm(h, eps=config.layernorm_epsilon, dtype=dtype)
+        self.layer_norm = build_norm(config)  # megatron-core's head norm follows --normalization too
         per_rank = divide(vocab_size, parallel_state.tp_size, "padded vocab_size", "tensor_model_parallel_size")
         self.bias = nn.Parameter(torch.zeros(per_rank, dtype=dtype))
         set_tensor_model_parallel_attributes(self.bias, True, 0)

@@ -17,6 +17,9 @@ __all__ = ["TransformerConfig", "ModelFlavor", "FLAVORS", "num_floating_point_op
 
 ModelFlavor = Literal["debug", "gpt-125m", "gpt-350m", "gpt-1.3b", "bert-large"]
 PositionEmbeddingType = Literal["learned_absolute", "rope"]
+# Megatron-LM spells the norms LayerNorm / RMSNorm, Megatron-DeepSpeed layernorm / rmsnorm; both parse, and
+# __post_init__ stores Megatron-LM's spelling.
+Normalization = Literal["LayerNorm", "RMSNorm", "layernorm", "rmsnorm"]
 RecomputeGranularity = Literal["full", "selective"]
 RecomputeMethod = Literal["uniform", "block"]
 ParamsDtype = Literal["float32", "bfloat16", "float16"]
@@ -37,6 +40,7 @@ FLAVORS: dict[str, dict[str, Any]] = {
                        init_method_std=0.02),
 }
 _DEFAULT_INIT_METHOD_STD = 0.02
+_NORM_SPELLINGS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -44,9 +48,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class TransformerConfig:
     """Shape, regularization, initialization and recomputation of a GPT/BERT transformer stack.
 
-    ``__post_init__`` resolves derived fields in place (flavor values, kv_channels, ffn_hidden_size, recompute
-    defaults), so build a new config to change the architecture instead of ``dataclasses.replace`` on a resolved
-    one (whose derived sizes would be kept).
+    ``__post_init__`` resolves derived fields in place (flavor values, kv_channels, ffn_hidden_size, query groups,
+    the normalization's spelling, recompute defaults), so build a new config to change the architecture instead of
+    ``dataclasses.replace`` on a resolved one (whose derived sizes would be kept).
     """
 
     model_flavor: ModelFlavor | None = None
@@ -59,7 +63,8 @@ class TransformerConfig:
     num_attention_heads: int | None = None
     """Number of attention heads."""
     ffn_hidden_size: int | None = None
-    """MLP hidden size; None means 4 * hidden_size."""
+    """MLP hidden size; None means 4 * hidden_size, or with swiglu int(4 * hidden_size * 2/3 / 64) * 64 (Megatron-LM's
+    rule: about the parameters of a 4h GELU MLP, a multiple of 64)."""
     kv_channels: int | None = None
     """Per-head projection size; None means hidden_size // num_attention_heads."""
     max_position_embeddings: int | None = None
@@ -77,7 +82,16 @@ class TransformerConfig:
     init_method_std: float | None = None
     """Std of the normal initializer (flavor's value, else 0.02); residual-output projections use std/sqrt(2L)."""
     layernorm_epsilon: float = 1e-5
-    """LayerNorm epsilon."""
+    """Epsilon of every LayerNorm / RMSNorm (Megatron-LM: --norm-epsilon)."""
+    normalization: Normalization = "LayerNorm"
+    """Norm of every layer and of the final norm: LayerNorm, or RMSNorm (x / rms(x) * weight, no bias)."""
+    swiglu: bool = False
+    """SwiGLU MLP: the first projection yields gate and up halves (each ffn_hidden_size), silu(gate) * up."""
+    group_query_attention: bool = False
+    """Grouped-query attention: num_query_groups key/value heads, each shared by heads / groups query heads."""
+    num_query_groups: int | None = field(default=None, metadata={"aliases": ["--num-key-value-heads"]})
+    """Key/value heads with group_query_attention (None: 1, Megatron-LM's default). Megatron-DeepSpeed's
+    --num-key-value-heads sets it too; a value other than num_attention_heads turns group_query_attention on."""
     apply_residual_connection_post_layernorm: bool = False
     """Take the residual from the LayerNorm output instead of its input (original BERT/Megatron option)."""
     untie_embeddings_and_output_weights: bool = False
@@ -115,7 +129,11 @@ class TransformerConfig:
                 raise ValueError(f"{name} is required: set it or choose a model_flavor from {sorted(FLAVORS)}")
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        self.normalization = _NORM_SPELLINGS.get(self.normalization, self.normalization)
+        if self.normalization not in ("LayerNorm", "RMSNorm"):
+            raise ValueError(f"normalization must be LayerNorm or RMSNorm, got {self.normalization!r}")
         self._derive_sizes()
+        self._resolve_query_groups()
         self._check_ranges()
         self._resolve_recompute()
 
@@ -128,10 +146,37 @@ class TransformerConfig:
                 )
             self.kv_channels = self.hidden_size // self.num_attention_heads
         if self.ffn_hidden_size is None:
-            self.ffn_hidden_size = 4 * self.hidden_size
+            if self.swiglu:
+                # Two input projections instead of one: 2/3 of 4h keeps the MLP's parameter count, rounded down to a
+                # multiple of 64 (Megatron-LM's arguments.py).
+                self.ffn_hidden_size = int(4 * self.hidden_size * 2 / 3 / 64) * 64
+                if self.ffn_hidden_size < 1:
+                    raise ValueError(f"swiglu derives ffn_hidden_size = int(4 * hidden_size ({self.hidden_size}) * "
+                                     "2/3 / 64) * 64 = 0; set ffn_hidden_size explicitly")
+            else:
+                self.ffn_hidden_size = 4 * self.hidden_size
         for name in ("kv_channels", "ffn_hidden_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def _resolve_query_groups(self) -> None:
+        heads = self.num_attention_heads
+        if not self.group_query_attention and self.num_query_groups is not None:
+            # Megatron-DeepSpeed's --num-key-value-heads alone means grouped-query attention; as many groups as
+            # heads is plain multi-head attention, stored as "no groups" so a later change of heads keeps it so.
+            if self.num_query_groups == heads:
+                self.num_query_groups = None
+            else:
+                self.group_query_attention = True
+        if not self.group_query_attention:
+            return
+        if self.num_query_groups is None:
+            self.num_query_groups = 1
+        if self.num_query_groups < 1 or heads % self.num_query_groups:
+            raise ValueError(
+                f"num_query_groups ({self.num_query_groups}) must be >= 1 and divide num_attention_heads ({heads}): "
+                "every key/value head serves the same number of query heads"
+            )
 
     def _check_ranges(self) -> None:
         for name in ("hidden_dropout", "attention_dropout"):
@@ -180,6 +225,11 @@ class TransformerConfig:
         return cls(model_flavor=name, **overrides)
 
     @property
+    def query_groups(self) -> int:
+        """Key/value heads: ``num_query_groups`` with grouped-query attention, else ``num_attention_heads``."""
+        return self.num_query_groups if self.group_query_attention else self.num_attention_heads
+
+    @property
     def rotary_dim(self) -> int:
         """Channels per head rotated by RoPE."""
         return int(self.kv_channels * self.rotary_percent)
@@ -197,30 +247,35 @@ def num_floating_point_operations(
     """Training FLOPs (forward + backward, no recomputation) of one iteration, Megatron-LM's formula.
 
     Megatron-LM (``training.py``, ``num_floating_point_operations``) counts, with B = batch size, s = sequence length,
-    L = layers, h = hidden size, q = kv_channels * heads, f = ffn_hidden_size, V = padded vocab::
+    L = layers, h = hidden size, n = heads, g = key/value heads (query groups), q = kv_channels * n,
+    f = ffn_hidden_size, V = padded vocab, G = 3/2 with SwiGLU else 1::
 
         12 * B * s * L * h^2 * [(1 + g/n + s/h) * (q/h) + (f/h) * k * G + V / (2 * L * h)]
 
-    This model has no grouped-query attention (g/n = 1), no MoE (k = 1) and a GELU MLP (G = 1). The factor 12 is
-    3 (backward costs two forwards) x 2 (FLOPs per multiply-add) x 2 (the bracket counts multiply-adds per token in
-    units of 2 h^2: QKV plus output projection are 4 h^2). Attention scores are counted in full (causal masking is
-    not subtracted), as Megatron does. For q = h and f = 4h this is the familiar 72 B s L h^2 (1 + s/6h + V/12Lh).
+    This model has no MoE (k = 1). The factor 12 is 3 (backward costs two forwards) x 2 (FLOPs per multiply-add)
+    x 2 (the bracket counts multiply-adds per token in units of 2 h^2: Q and output projections are 2 h q, K and V
+    2 h q g/n, a GELU MLP 2 h f and SwiGLU's gate, up and down projections 3 h f). Attention scores are counted in
+    full (causal masking is not subtracted) and over all n query heads, as Megatron does. For g = n, q = h and
+    f = 4h this is the familiar 72 B s L h^2 (1 + s/6h + V/12Lh).
 
-    Per layer l with ``s_l`` tokens the layer term is ``12 * B * (s_l * h^2 * (2q/h + f/h) + s_l^2 * q)``; the logit
-    term ``6 * B * s * h * V`` always uses the full ``seq_length``. With ``layer_seq_lengths=None`` every layer sees
-    ``seq_length`` tokens and the sum equals the formula above. Random-LTD passes the kept-token count of each layer.
+    Per layer l with ``s_l`` tokens the layer term is ``12 * B * (s_l * h * (q (1 + g/n) + f G) + s_l^2 * q)``; the
+    logit term ``6 * B * s * h * V`` always uses the full ``seq_length``. With ``layer_seq_lengths=None`` every layer
+    sees ``seq_length`` tokens and the sum equals the formula above. Random-LTD passes the kept-token count of each
+    layer.
 
     Raises:
         ValueError: if ``layer_seq_lengths`` does not have ``num_layers`` entries.
     """
     h, q, f = cfg.hidden_size, cfg.kv_channels * cfg.num_attention_heads, cfg.ffn_hidden_size
+    kv_ratio = cfg.query_groups / cfg.num_attention_heads
+    gated = 1.5 if cfg.swiglu else 1.0
     if layer_seq_lengths is None:
         layer_seq_lengths = [seq_length] * cfg.num_layers
     if len(layer_seq_lengths) != cfg.num_layers:
         raise ValueError(
             f"layer_seq_lengths has {len(layer_seq_lengths)} entries, expected num_layers={cfg.num_layers}"
         )
-    per_token_gemm = h * h * (2.0 * q / h + f / h)  # QKV + attention output projection + MLP
+    per_token_gemm = h * (q * (1.0 + kv_ratio) + f * gated)  # QKV + attention output projection + MLP
     layers = sum(float(s_l) * per_token_gemm + float(s_l) ** 2 * q for s_l in layer_seq_lengths)
     logits = 0.5 * float(seq_length) * h * vocab_size
     return 12.0 * batch_size * (layers + logits)

@@ -22,9 +22,12 @@ __all__ = ["GPTModel", "check_tensor_parallel_divisibility"]
 
 
 def check_tensor_parallel_divisibility(config: TransformerConfig, vocab_size: int, tp_size: int) -> None:
-    """Raise ``ValueError`` naming the field unless heads, ffn size and padded vocab all split evenly over TP."""
+    """Raise ``ValueError`` naming the field unless heads, key/value groups, ffn size and padded vocab all split
+    evenly over TP."""
     what = "tensor_model_parallel_size"
     ensure_divisibility(config.num_attention_heads, tp_size, "num_attention_heads", what)
+    if config.group_query_attention:
+        ensure_divisibility(config.num_query_groups, tp_size, "num_query_groups", what)
     ensure_divisibility(config.ffn_hidden_size, tp_size, "ffn_hidden_size", what)
     ensure_divisibility(vocab_size, tp_size, "padded vocab_size", what)
 
@@ -34,7 +37,7 @@ class GPTModel(nn.Module):
 
     Args:
         config: architecture (see :class:`TransformerConfig`).
-        parallel_state: groups and ranks; TP size must divide heads, ffn size and ``vocab_size``.
+        parallel_state: groups and ranks; TP size must divide heads, query groups, ffn size and ``vocab_size``.
         vocab_size: the padded vocabulary size V (Megatron pads to a multiple of 128 * TP).
         seed: initialization seed and base of the RNG tracker's streams (``self.rng_tracker``, which training
             checkpoints with ``get_states()``).

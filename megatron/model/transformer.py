@@ -1,10 +1,11 @@
-"""Pre-LayerNorm transformer layer and stack with tensor-parallel attention and MLP (sequence-first ``[s, b, h]``).
+"""Pre-norm transformer layer and stack with tensor-parallel attention and MLP (sequence-first ``[s, b, h]``).
 
-Attention heads are split over the TP ranks (fused QKV column-parallel projection, row-parallel output projection)
-and the core runs through ``torch.nn.functional.scaled_dot_product_attention``. A layer keeps no state tied to the
-sequence length, so random-LTD can run it on any sorted subset of tokens with the matching slice of the mask and of
-the rotary angles. Activation recomputation goes through ``megatron.parallel.random.checkpoint`` so dropout is
-replayed exactly.
+Attention heads (and grouped-query attention's key/value groups) are split over the TP ranks (fused QKV
+column-parallel projection, row-parallel output projection) and the core runs through
+``torch.nn.functional.scaled_dot_product_attention``. Norms are LayerNorm or RMSNorm, the MLP GELU or SwiGLU. A
+layer keeps no state tied to the sequence length, so random-LTD can run it on any sorted subset of tokens with the
+matching slice of the mask and of the rotary angles. Activation recomputation goes through
+``megatron.parallel.random.checkpoint`` so dropout is replayed exactly.
 
 With attention dropout in training, a layer's computation runs inside the RNG tracker's model-parallel fork, taken
 once per layer call outside any compiled graph: attention dropout draws from the (per-TP-rank) default generator
@@ -26,6 +27,7 @@ from megatron.parallel.state import ParallelState
 from megatron.parallel.utils import divide
 
 __all__ = [
+    "build_norm",
     "rotary_embedding",
     "apply_rotary_pos_emb",
     "ParallelAttention",
@@ -33,6 +35,13 @@ __all__ = [
     "TransformerLayer",
     "TransformerBlock",
 ]
+
+
+def build_norm(config: TransformerConfig) -> nn.Module:
+    """The ``config.normalization`` module over the hidden size: ``nn.LayerNorm`` or ``nn.RMSNorm`` (weight only),
+    both with ``layernorm_epsilon`` and torch's fused kernels."""
+    norm = nn.RMSNorm if config.normalization == "RMSNorm" else nn.LayerNorm
+    return norm(config.hidden_size, eps=config.layernorm_epsilon, dtype=config.torch_params_dtype)
 
 
 def rotary_embedding(position_ids: torch.Tensor, dim: int, base: int = 10000) -> torch.Tensor:
@@ -59,10 +68,11 @@ def apply_rotary_pos_emb(t: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 class ParallelAttention(nn.Module):
     """Self-attention with heads split over TP ranks: ``[s, b, h] -> [s, b, h]``.
 
-    The fused QKV weight is laid out per head (rows ``[q_i; k_i; v_i]`` for head i, Megatron's legacy layout), so
-    the contiguous TP split of its rows hands each rank whole heads. Attention dropout draws from the default
-    generator, which the calling :class:`TransformerLayer` has set to the tracker's model-parallel stream: each rank
-    owns different heads, so their masks must be independent.
+    The fused QKV weight is laid out per key/value group (rows ``[q heads of group g; k_g; v_g]``, megatron-core's
+    layout; without grouped-query attention every head is its own group, ``[q_i; k_i; v_i]``, Megatron's legacy
+    layout), so the contiguous TP split of its rows hands each rank whole groups. Attention dropout draws from the
+    default generator, which the calling :class:`TransformerLayer` has set to the tracker's model-parallel stream:
+    each rank owns different heads, so their masks must be independent.
     """
 
     def __init__(self, config: TransformerConfig, parallel_state: ParallelState, *, init_seed: int) -> None:
@@ -70,11 +80,13 @@ class ParallelAttention(nn.Module):
         tp = parallel_state.tp_size
         self.heads_per_rank = divide(config.num_attention_heads, tp, "num_attention_heads",
                                      "tensor_model_parallel_size")
+        self.groups_per_rank = divide(config.query_groups, tp, "num_query_groups", "tensor_model_parallel_size")
         self.kv_channels = config.kv_channels
         projection = config.kv_channels * config.num_attention_heads
+        qkv_size = projection + 2 * config.kv_channels * config.query_groups
         dtype = config.torch_params_dtype
         self.query_key_value = ColumnParallelLinear(
-            config.hidden_size, 3 * projection, parallel_state=parallel_state,
+            config.hidden_size, qkv_size, parallel_state=parallel_state,
             init_method=normal_init(config.init_method_std), init_seed=derive_seed(init_seed, "query_key_value"),
             bias=config.add_bias_linear, params_dtype=dtype,
         )
@@ -90,13 +102,22 @@ class ParallelAttention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None, is_causal: bool
     ) -> torch.Tensor:
         s, b = q.shape[:2]
-        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # [b, np/tp, s, hn]
+        grouped = self.groups_per_rank != self.heads_per_rank
+        if grouped and attention_mask is not None:
+            # SDPA's own GQA runs only in its flash and math kernels, and flash takes no mask: with a mask, share
+            # the key/value heads explicitly (head i reads group i // (heads / groups)) so the memory-efficient
+            # kernel stays usable.
+            repeat = self.heads_per_rank // self.groups_per_rank
+            k, v = k.repeat_interleave(repeat, dim=2), v.repeat_interleave(repeat, dim=2)
+            grouped = False
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # [b, np/tp, s, hn]; k, v [b, ng/tp, s, hn]
         dropout_p = self.attention_dropout if self.training else 0.0
         # SDPA's boolean mask marks positions that take part; ours (Megatron's) marks the masked ones.
         sdpa_mask = None if attention_mask is None else ~attention_mask
         # Softmax statistics are accumulated in fp32 inside SDPA's kernels for half inputs.
         ctx = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal and attention_mask is None
+            q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal and attention_mask is None,
+            enable_gqa=grouped,
         )  # [b, np/tp, s, hn]
         return ctx.permute(2, 0, 1, 3).reshape(s, b, self.heads_per_rank * self.kv_channels)  # [s, b, h/tp]
 
@@ -105,9 +126,13 @@ class ParallelAttention(nn.Module):
         rotary_pos_emb: torch.Tensor | None, is_causal: bool,
     ) -> torch.Tensor:
         s, b = hidden_states.shape[:2]
-        qkv = self.query_key_value(hidden_states)  # [s, b, 3*h/tp]
-        qkv = qkv.view(s, b, self.heads_per_rank, 3 * self.kv_channels)
-        q, k, v = qkv.split(self.kv_channels, dim=-1)  # each [s, b, np/tp, hn]
+        d, groups = self.kv_channels, self.groups_per_rank
+        heads_per_group = self.heads_per_rank // groups
+        qkv = self.query_key_value(hidden_states)  # [s, b, (np + 2 ng) hn / tp]
+        qkv = qkv.view(s, b, groups, (heads_per_group + 2) * d)
+        q, k, v = qkv.split([heads_per_group * d, d, d], dim=-1)  # [s, b, ng/tp, np/ng hn], k, v [s, b, ng/tp, hn]
+        if heads_per_group > 1:
+            q = q.reshape(s, b, self.heads_per_rank, d)  # [s, b, np/tp, hn]
         if rotary_pos_emb is not None:
             q, k = apply_rotary_pos_emb(q, rotary_pos_emb), apply_rotary_pos_emb(k, rotary_pos_emb)
         if self.recompute_core:
@@ -119,16 +144,22 @@ class ParallelAttention(nn.Module):
 
 
 class ParallelMLP(nn.Module):
-    """``h -> ffn/tp -> h`` GELU MLP: column-parallel up projection, row-parallel down projection."""
+    """``h -> ffn/tp -> h`` MLP: column-parallel up projection, GELU (or SwiGLU), row-parallel down projection.
+
+    With SwiGLU the up projection stacks gate and up (``dense_h_to_4h.weight`` is ``[2, ffn/tp, h]``): each rank
+    holds the gate and up rows of the same ffn channels, so ``silu(gate) * up`` needs no communication.
+    """
 
     def __init__(self, config: TransformerConfig, parallel_state: ParallelState, *, init_seed: int) -> None:
         super().__init__()
         divide(config.ffn_hidden_size, parallel_state.tp_size, "ffn_hidden_size", "tensor_model_parallel_size")
         dtype = config.torch_params_dtype
+        self.swiglu = config.swiglu
+        stacked = 2 if config.swiglu else 1
         self.dense_h_to_4h = ColumnParallelLinear(
-            config.hidden_size, config.ffn_hidden_size, parallel_state=parallel_state,
+            config.hidden_size, stacked * config.ffn_hidden_size, parallel_state=parallel_state,
             init_method=normal_init(config.init_method_std), init_seed=derive_seed(init_seed, "dense_h_to_4h"),
-            bias=config.add_bias_linear, params_dtype=dtype,
+            bias=config.add_bias_linear, params_dtype=dtype, stacked=stacked,
         )
         self.dense_4h_to_h = RowParallelLinear(
             config.ffn_hidden_size, config.hidden_size, parallel_state=parallel_state,
@@ -137,12 +168,16 @@ class ParallelMLP(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        intermediate = F.gelu(self.dense_h_to_4h(hidden_states))  # [s, b, ffn/tp]
+        if self.swiglu:
+            gate, up = self.dense_h_to_4h(hidden_states).chunk(2, dim=-1)  # each [s, b, ffn/tp]
+            intermediate = F.silu(gate) * up
+        else:
+            intermediate = F.gelu(self.dense_h_to_4h(hidden_states))  # [s, b, ffn/tp]
         return self.dense_4h_to_h(intermediate)  # [s, b, h]
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LayerNorm block: ``x + drop(attn(ln1(x)))``, then ``y + drop(mlp(ln2(y)))``.
+    """Pre-norm block: ``x + drop(attn(ln1(x)))``, then ``y + drop(mlp(ln2(y)))``.
 
     Hidden dropout acts on the replicated ``[s, b, h]`` stream and therefore draws from torch's default stream, which
     the training setup seeds identically on all TP ranks. With attention dropout in training, :meth:`forward` runs
@@ -157,11 +192,10 @@ class TransformerLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_number = layer_number
-        dtype = config.torch_params_dtype
-        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon, dtype=dtype)
+        self.input_layernorm = build_norm(config)
         self.self_attention = ParallelAttention(config, parallel_state,
                                                 init_seed=derive_seed(init_seed, "self_attention"))
-        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon, dtype=dtype)
+        self.post_attention_layernorm = build_norm(config)
         self.mlp = ParallelMLP(config, parallel_state, init_seed=derive_seed(init_seed, "mlp"))
         self.hidden_dropout = config.hidden_dropout
         self.residual_post_layernorm = config.apply_residual_connection_post_layernorm
@@ -223,7 +257,7 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """``num_layers`` transformer layers and the final LayerNorm.
+    """``num_layers`` transformer layers and the final norm.
 
     ``layers`` is a plain ``nn.ModuleList``: entries may be replaced by wrappers (random-LTD) that accept
     ``wrapper(hidden_states, attention_mask=..., rotary_pos_emb=..., is_causal=...)``; the block always calls layers
@@ -240,8 +274,7 @@ class TransformerBlock(nn.Module):
                              init_seed=derive_seed(init_seed, "layers", i))
             for i in range(config.num_layers)
         )
-        self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon,
-                                            dtype=config.torch_params_dtype)
+        self.final_layernorm = build_norm(config)
         if config.torch_compile:
             for layer in self.layers:
                 layer.compile()  # in place: wrappers (random-LTD) that replace the entry still call the compiled body
@@ -274,7 +307,7 @@ class TransformerBlock(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
         rotary_pos_emb: torch.Tensor | None = None, *, is_causal: bool = True,
     ) -> torch.Tensor:
-        """``[s, b, h] -> [s, b, h]`` (after the final LayerNorm); arguments as :meth:`TransformerLayer.forward`."""
+        """``[s, b, h] -> [s, b, h]`` (after the final norm); arguments as :meth:`TransformerLayer.forward`."""
         for start, end, recompute in self._chunks():
             if recompute:
                 hidden_states = checkpoint(

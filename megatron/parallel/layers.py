@@ -93,37 +93,54 @@ class ColumnParallelLinear(_TensorParallelModule):
         bias: add a bias (zeros at init, as in Megatron).
         gather_output: all-gather the output over TP.
         params_dtype: dtype the parameters are stored in (initialized in fp32, then cast).
+        stacked: number of equal projections stacked in the output (2 for SwiGLU's gate and up). With
+            ``stacked=k > 1`` the weight is ``[k, out/k/tp, in]`` (bias ``[k, out/k/tp]``), split along dim 1: each
+            rank holds the matching slice of every projection, and its output ``[s, b, out/tp]`` is their
+            concatenation (Megatron's per-rank ``[gate_shard; up_shard]``), while the unsharded weight stays the
+            same at every TP size.
     """
 
     def __init__(
         self, input_size: int, output_size: int, *, parallel_state: ParallelState, init_method: InitMethod,
         init_seed: int, bias: bool = True, gather_output: bool = False, params_dtype: torch.dtype = torch.float32,
+        stacked: int = 1,
     ) -> None:
         super().__init__()
         self.input_size, self.output_size = input_size, output_size
         self.parallel_state = parallel_state  # groups are read through it (deepcopy shares them)
         self.gather_output = gather_output
-        out_per_rank = divide(output_size, parallel_state.tp_size, "output_size", "tensor_model_parallel_size")
-        self.weight = nn.Parameter(torch.empty(out_per_rank, input_size, dtype=params_dtype))
-        set_tensor_model_parallel_attributes(self.weight, True, 0)
-        init_master_weight(self.weight, (output_size, input_size), 0, init_method,
+        if gather_output and stacked > 1:
+            raise ValueError("gather_output would interleave the stacked projections of the ranks; gather each "
+                             "projection instead")
+        part = divide(output_size, stacked, "output_size", "stacked")
+        part_per_rank = divide(part, parallel_state.tp_size, "output_size" if stacked == 1 else "output_size / stacked",
+                               "tensor_model_parallel_size")
+        # One stacked projection keeps Megatron's plain [out/tp, in] layout (and its state-dict shapes).
+        lead, dim = ((), 0) if stacked == 1 else ((stacked,), 1)
+        self.weight = nn.Parameter(torch.empty(*lead, part_per_rank, input_size, dtype=params_dtype))
+        set_tensor_model_parallel_attributes(self.weight, True, dim)
+        init_master_weight(self.weight, (*lead, part, input_size), dim, init_method,
                            derive_seed(init_seed, "weight"), parallel_state)
         if bias:
-            self.bias = nn.Parameter(torch.zeros(out_per_rank, dtype=params_dtype))
-            set_tensor_model_parallel_attributes(self.bias, True, 0)
+            self.bias = nn.Parameter(torch.zeros(*lead, part_per_rank, dtype=params_dtype))
+            set_tensor_model_parallel_attributes(self.bias, True, dim)
         else:
             self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[s, b, in] -> [s, b, out/tp]`` (or ``[s, b, out]`` with ``gather_output``)."""
         x = copy_to_tensor_model_parallel_region(x, self.tp_group)
-        y = F.linear(x, self.weight, self.bias)  # [s, b, out/tp]
+        weight, bias = self.weight, self.bias
+        if weight.dim() == 3:  # stacked projections: one GEMM over their concatenated rows
+            weight, bias = weight.flatten(0, 1), None if bias is None else bias.flatten()
+        y = F.linear(x, weight, bias)  # [s, b, out/tp]
         if self.gather_output:
             y = gather_from_tensor_model_parallel_region(y, self.tp_group)
         return y
 
     def extra_repr(self) -> str:
-        return f"in={self.input_size}, out={self.output_size}, out_per_rank={self.weight.size(0)}"
+        out_per_rank = self.weight.size(0) if self.weight.dim() == 2 else self.weight.size(0) * self.weight.size(1)
+        return f"in={self.input_size}, out={self.output_size}, out_per_rank={out_per_rank}"
 
 
 class RowParallelLinear(_TensorParallelModule):

@@ -7,7 +7,7 @@ field's metadata says what happens when the flag is given:
   ones a command line gave;
 * ``refused``: a ``NotImplementedError`` from :func:`check_refused_flags` (run by ``PretrainConfig.validate``)
   that says what to use instead; ``allowed`` values are the ones that ask for nothing (``--num-experts 1``,
-  ``--normalization layernorm``): those are accepted like ignored flags.
+  ``--transformer-impl local``): those are accepted like ignored flags.
 
 Flags that work here belong to their rooms' configs; ``docs/megatron_deepspeed_flags.md`` is the whole audit.
 The help text of these fields is their metadata (``help``), shown by ``--help``.
@@ -54,8 +54,6 @@ class MegatronCompatConfig:
     """Interleaved pipeline schedule; not supported."""
     context_parallel_size: int = 1
     """Context parallelism; only 1 is supported."""
-    rampup_batch_size: list[int] | None = None
-    """Batch-size ramp-up (start increment samples); not supported."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage: 1 shards optimizer state over data-parallel ranks (as --use-distributed-optimizer);
     higher stages are not supported."""
@@ -188,16 +186,9 @@ class MegatronCompatConfig:
     no_position_embedding: bool = _refused("a model without position embeddings needs rotary ones: pass "
                                            "--use-rotary-position-embeddings (or --position-embedding-type rope)",
                                            False)
-    normalization: str | None = _refused("only LayerNorm is implemented (RMSNorm is not)", allowed=("layernorm",
-                                                                                                  "LayerNorm"))
     apply_layernorm_1p: bool = _refused("zero-centered LayerNorm is not implemented; drop the flag", False)
-    swiglu: bool = _refused("the MLP uses GeLU; SwiGLU is not implemented", False)
     squared_relu: bool = _refused("the MLP uses GeLU; squared ReLU is not implemented", False)
     openai_gelu: bool = _refused("the MLP uses exact GeLU; the tanh approximation is not implemented", False)
-    num_key_value_heads: int | None = _refused("grouped-query attention is not implemented; every head has its own "
-                                               "keys and values (drop the flag, or set it to --num-attention-heads)")
-    group_query_attention: bool = _refused("grouped-query attention is not implemented", False)
-    num_query_groups: int | None = _refused("grouped-query attention is not implemented")
     fp32_residual_connection: bool = _refused("the residual stream is kept in the model dtype; train in fp32 "
                                               "(no --fp16/--bf16) for fp32 residuals", False)
     embedding_weights_in_fp32: bool = _refused("embedding weights are stored in the model dtype; train in fp32 (no "
@@ -221,7 +212,8 @@ class MegatronCompatConfig:
     sample_rate: float | None = _refused("training reads every sample of its split; subsample with --split or a "
                                          "smaller --data-path", allowed=(1.0,))
     ckpt_format: str | None = _refused("checkpoints are written in the torch layout (iter_*/mp_rank_*/"
-                                       "model_optim_rng.pt); import torch_dist checkpoints first", allowed=("torch",))
+                                       "model_optim_rng.pt); import a torch_dist checkpoint with "
+                                       "tools/checkpoint/import_megatron.py --loader megatron_lm", allowed=("torch",))
     use_checkpoint_args_compat: bool = _refused(
         "pass the architecture flags (the checkpoint's config.json lists them); tasks/main.py reads them itself",
         False, aliases=["--use-checkpoint-args"])
@@ -336,12 +328,11 @@ def given_compat_flags(compat: MegatronCompatConfig, *, rope: bool = False, num_
                        ) -> dict[str, list[tuple[str, Any, str]]]:
     """``{"ignored": [...], "refused": [...]}`` of the flags ``compat`` was given: ``(flag, value, reason)`` each.
 
-    A refused flag with one of its ``allowed`` values asks for nothing and counts as ignored; so do
-    ``--no-position-embedding`` when the model uses rotary embeddings (``rope``) and ``--num-key-value-heads`` equal
-    to ``num_attention_heads``.
+    A refused flag with one of its ``allowed`` values asks for nothing and counts as ignored; so does
+    ``--no-position-embedding`` when the model uses rotary embeddings (``rope``). ``num_attention_heads`` is
+    accepted for existing callers and unused (grouped-query attention is the model config's now).
     """
-    harmless = {"no_position_embedding": rope, "num_key_value_heads": compat.num_key_value_heads is not None
-                and compat.num_key_value_heads == num_attention_heads}
+    harmless = {"no_position_embedding": rope}
     out: dict[str, list[tuple[str, Any, str]]] = {"ignored": [], "refused": []}
     for f in dataclasses.fields(compat):
         value = getattr(compat, f.name)

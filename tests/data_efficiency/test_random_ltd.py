@@ -115,8 +115,17 @@ def _naive(layer: nn.Module, hidden, idx, mask, rope, is_causal) -> torch.Tensor
     return torch.stack(samples, dim=1)
 
 
+# Llama-style layers: RMSNorm, SwiGLU, grouped-query attention (2 key/value heads for 4 heads), no linear biases.
+LLAMA = dict(normalization="RMSNorm", swiglu=True, group_query_attention=True, num_query_groups=2,
+             add_bias_linear=False)
+
+
 def _case(name: str, gen: torch.Generator):
-    """(config overrides, mask, rotary angles, is_causal, model_type) of a naive-loop case."""
+    """(config overrides, mask, rotary angles, is_causal, model_type) of a naive-loop case; ``llama_<case>`` is
+    ``<case>`` with :data:`LLAMA` layers."""
+    if name.startswith("llama_"):
+        overrides, *rest = _case(name[len("llama_"):], gen)
+        return {**LLAMA, **overrides}, *rest
     s = S
     if name == "causal_learned":
         return {}, None, None, True, "decoder"
@@ -136,12 +145,14 @@ def _case(name: str, gen: torch.Generator):
 
 
 @pytest.mark.parametrize("name", ["causal_learned", "rope_shared_angles", "document_mask_rope_per_sample",
-                                  "encoder_padding_mask"])
+                                  "encoder_padding_mask", "llama_rope_shared_angles",
+                                  "llama_document_mask_rope_per_sample"])
 def test_wrapped_layer_equals_naive_per_sample_loop(name):
     """With r < S the wrapped layer equals a naive loop (Python-indexed gather of each sample's kept tokens, mask
     rows/columns and angles; the layer run per sample; rows written back) in values and in the gradients of the
     input and of every parameter; the indices are one sample_tokens call on the token-routing stream; dropped
-    tokens' outputs and input gradients are exactly the identity."""
+    tokens' outputs and input gradients are exactly the identity. Also for Llama-style layers (RMSNorm, SwiGLU,
+    grouped-query attention) with and without a mask."""
     gen = torch.Generator().manual_seed(1)
     overrides, mask, rope, is_causal, model_type = _case(name, gen)
     layers = _layer_stack(TransformerConfig.flavor("debug", hidden_dropout=0.0, attention_dropout=0.0, **overrides))
@@ -384,7 +395,12 @@ def test_layer_token_accounting_and_metrics():
 def _tp_body(rank: int, world_size: int) -> None:
     state = ParallelState.build(world_size)
     # Dropout off: attention dropout draws per-rank masks, so only the deterministic model is comparable to TP=1.
-    overrides = dict(hidden_dropout=0.0, attention_dropout=0.0, position_embedding_type="rope")
+    plain = dict(hidden_dropout=0.0, attention_dropout=0.0, position_embedding_type="rope")
+    for overrides in (plain, {**plain, **LLAMA}):
+        _tp_compare(state, overrides)
+
+
+def _tp_compare(state: ParallelState, overrides: dict) -> None:
     shard, ctl = _wrapped_gpt(6, state, **overrides)
     full, full_ctl = _wrapped_gpt(6, None, **overrides)
     tokens, labels = _tokens()
@@ -407,7 +423,7 @@ def _tp_body(rank: int, world_size: int) -> None:
 @pytest.mark.distributed
 def test_tensor_parallel_random_ltd_matches_single_process():
     """At TP=2 (gloo) with random-LTD dropping tokens, both ranks keep identical tokens, equal to the unsharded model
-    from the same seed, and the loss and every re-assembled gradient match TP=1."""
+    from the same seed, and the loss and every re-assembled gradient match TP=1 (GPT and Llama-style layers)."""
     run_distributed(_tp_body, 2)
 
 

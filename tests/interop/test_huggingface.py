@@ -1,6 +1,7 @@
 """Hugging Face interop (``tools/checkpoint/convert.py``): our GPT/BERT checkpoints at TP=1 and TP=2 convert to
-``GPT2LMHeadModel`` / ``GPTNeoXForCausalLM`` / ``MegatronBert*`` with the same logits, convert back bit-exactly at
-any TP size, and bad inputs fail with errors naming the path or flag.
+``GPT2LMHeadModel`` / ``GPTNeoXForCausalLM`` / ``LlamaForCausalLM`` / ``MegatronBert*`` with the same logits, convert
+back bit-exactly at any TP size, and bad inputs (or architectures no HF class computes) fail with errors naming the
+path, flag or setting.
 
 Models are tiny (2 layers, hidden 32, 4 heads) with every parameter (biases and LayerNorms included) drawn at
 random, so a misplaced or untransposed tensor changes the logits. The tiny vocabularies (266 BPE / 64 WordPiece ids)
@@ -47,11 +48,19 @@ CASES: dict[str, tuple[str, dict]] = {
     "gpt_rope": ("GPT", dict(position_embedding_type="rope", rotary_percent=0.5)),
     "gpt_rope_untied_nobias": ("GPT", dict(position_embedding_type="rope", untie_embeddings_and_output_weights=True,
                                            add_bias_linear=False)),
+    # Llama-style: RMSNorm, SwiGLU, 2 key/value heads for 4 heads; untied, no biases (Llama's usual form) ...
+    "gpt_llama_gqa_untied": ("GPT", dict(position_embedding_type="rope", normalization="RMSNorm", swiglu=True,
+                                  group_query_attention=True, num_query_groups=2, add_bias_linear=False,
+                                  untie_embeddings_and_output_weights=True, rotary_base=500000)),
+    # ... and multi-head, tied, with biases (Llama's attention_bias / mlp_bias) and another epsilon.
+    "gpt_llama_tied_bias": ("GPT", dict(position_embedding_type="rope", normalization="RMSNorm", swiglu=True,
+                                        layernorm_epsilon=1e-6)),
     "bert_binary_head": ("BERT", dict(binary_head=True)),
     "bert_no_binary_head": ("BERT", dict(binary_head=False)),
 }
 HF_CLASS = {"gpt_learned": "GPT2LMHeadModel", "gpt_learned_untied_nobias": "GPT2LMHeadModel",
             "gpt_rope": "GPTNeoXForCausalLM", "gpt_rope_untied_nobias": "GPTNeoXForCausalLM",
+            "gpt_llama_gqa_untied": "LlamaForCausalLM", "gpt_llama_tied_bias": "LlamaForCausalLM",
             "bert_binary_head": "MegatronBertForPreTraining", "bert_no_binary_head": "MegatronBertForMaskedLM"}
 # fp32 throughout. HF computes the same sums as our model, only in a different kernel order (separate vs fused
 # projections, eager vs SDPA attention): measured differences are 0 to ~1e-7 on logits of magnitude ~1, while a
@@ -315,7 +324,7 @@ def test_round_trip_tp1_is_bit_exact(checkpoints, tmp_path, case):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("case", ["gpt_learned", "gpt_rope_untied_nobias", "bert_binary_head"])
+@pytest.mark.parametrize("case", ["gpt_learned", "gpt_rope_untied_nobias", "gpt_llama_gqa_untied", "bert_binary_head"])
 def test_round_trip_across_tp_sizes(checkpoints, tp2_checkpoints, tmp_path, case):
     """ours TP=1 -> HF -> ours TP=2 equals, tensor for tensor, what our sharded TP=2 model itself saved; and
     TP=2 -> HF -> TP=1 equals the TP=1 original."""
@@ -327,7 +336,7 @@ def test_round_trip_across_tp_sizes(checkpoints, tp2_checkpoints, tmp_path, case
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("case", ["gpt_rope_untied_nobias", "bert_binary_head"])
+@pytest.mark.parametrize("case", ["gpt_rope_untied_nobias", "gpt_llama_tied_bias", "bert_binary_head"])
 def test_megatron_to_megatron_resplit(checkpoints, tp2_checkpoints, tmp_path, case):
     """--loader megatron --saver megatron re-splits a TP=1 checkpoint into exactly what the sharded TP=2 model
     saved, and TP=2 back into the TP=1 original; config.json records the new TP size."""
@@ -364,13 +373,15 @@ def test_vocab_repadding_round_trip(checkpoints, tmp_path, case):
     assert_same_shards(checkpoints["tp1"] / case, back)
 
 
-def test_converted_checkpoint_trains_with_pretrain_gpt(checkpoints, tmp_path):
+@pytest.mark.parametrize("case", ["gpt_rope", "gpt_llama_gqa_untied"])
+def test_converted_checkpoint_trains_with_pretrain_gpt(checkpoints, tmp_path, case):
     """A converted release loads into pretrain_gpt.py (strict load) with the flags pretrain_flags derives from its
-    config.json, and trains exactly as --finetune from the original checkpoint does (same losses, bit for bit)."""
+    config.json, and trains exactly as --finetune from the original checkpoint does (same losses, bit for bit);
+    also through LlamaForCausalLM."""
     from megatron.interop import pretrain_flags
     from training.conftest import load_entry_script
 
-    original = checkpoints["tp1"] / "gpt_rope"
+    original = checkpoints["tp1"] / case
     out = to_ours(to_hf(original, tmp_path / "hf", "GPT"), tmp_path / "tp1", "GPT", 1)
     flags = pretrain_flags(json.loads((out / "release" / "config.json").read_text()))
     assert "--vocab-file" in flags and "--position-embedding-type" in flags
@@ -458,3 +469,43 @@ def test_bad_hf_inputs_name_the_path_or_flag(checkpoints, tmp_path, transformers
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match=r"--target-tensor-parallel-size applies to --saver megatron only"):
         to_hf(checkpoints["tp1"] / "gpt_learned", tmp_path / "out", "GPT", "--target-tensor-parallel-size", "2")
+
+
+NOT_EXPORTABLE = [
+    (dict(position_embedding_type="rope", swiglu=True), r"also needs normalization=RMSNorm .*no Hugging Face class"),
+    (dict(position_embedding_type="rope", normalization="RMSNorm"), r"also needs swiglu"),
+    (dict(position_embedding_type="rope", group_query_attention=True, num_query_groups=2),
+     r"also needs normalization=RMSNorm and swiglu"),
+    (dict(normalization="RMSNorm", swiglu=True), r"normalization=RMSNorm, swiglu cannot be exported to GPT2LMHeadModel"),
+    (dict(position_embedding_type="rope", normalization="RMSNorm", swiglu=True, rotary_percent=0.5),
+     r"rotary_percent=0.5; LlamaForCausalLM rotates every channel"),
+]
+
+
+@pytest.mark.parametrize("extra,message", NOT_EXPORTABLE,
+                         ids=["layernorm_swiglu", "rmsnorm_gelu", "gqa_layernorm", "learned_llama", "partial_rope"])
+def test_architectures_no_hf_class_computes_are_refused(extra, message):
+    """Combinations Llama, GPT-NeoX and GPT-2 cannot represent exactly (LayerNorm with SwiGLU, RMSNorm with GELU,
+    grouped-query attention without RMSNorm/SwiGLU, learned positions with RMSNorm/SwiGLU, partial rotary Llama) are
+    refused before anything is written, naming the settings."""
+    from megatron.interop.checkpoint import ModelSpec
+    from megatron.interop.hf_config import check_exportable
+
+    spec = ModelSpec(model_type="GPT", config=TransformerConfig(**ARCH, **extra), vocab_size=64)
+    with pytest.raises(ValueError, match=message):
+        check_exportable(spec, "--load-dir x")
+
+
+def test_llama_settings_we_cannot_compute_are_refused(checkpoints, tmp_path, transformers):
+    """A Llama directory with biases on the attention but not the MLP, another activation or scaled RoPE is refused
+    naming the setting; nothing is written."""
+    hf_dir = to_hf(checkpoints["tp1"] / "gpt_llama_tied_bias", tmp_path / "hf", "GPT")
+    config = json.loads((hf_dir / "config.json").read_text())
+    for change, message in ((dict(mlp_bias=False), r"attention_bias=True with mlp_bias=False is not supported"),
+                            (dict(hidden_act="gelu"), r"hidden_act='gelu' is not supported.*SiLU"),
+                            (dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}),
+                             r"rope_type='linear' is not supported")):
+        (hf_dir / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ValueError, match=message):
+            to_ours(hf_dir, tmp_path / "out", "GPT", 1)
+        assert not (tmp_path / "out").exists()

@@ -28,11 +28,20 @@ def _model(**overrides) -> GPTModel:
     return GPTModel(cfg, ParallelState.single(), VOCAB, seed=3)
 
 
-@pytest.mark.parametrize("pe", ["learned_absolute", "rope"])
-def test_cuda_matches_cpu(pe):
+ARCHS = {
+    "learned_absolute": {},
+    "rope": dict(position_embedding_type="rope"),
+    # Llama-style: RMSNorm, SwiGLU and grouped-query attention (SDPA's own GQA causally, repeated heads with a mask).
+    "llama": dict(position_embedding_type="rope", normalization="RMSNorm", swiglu=True, group_query_attention=True,
+                  num_query_groups=2, add_bias_linear=False),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_cuda_matches_cpu(arch):
     """The fp32 model gives the same per-token losses on CUDA (SDPA's fused causal kernel) as on CPU, with the
-    implicit causal mask and with an explicit boolean mask."""
-    model = _model(position_embedding_type=pe, hidden_dropout=0.0, attention_dropout=0.0).eval()
+    implicit causal mask and with an explicit boolean mask (GPT and Llama-style layers)."""
+    model = _model(**ARCHS[arch], hidden_dropout=0.0, attention_dropout=0.0).eval()
     tokens, labels = _batch("cpu")
     mask = torch.ones(128, 128, dtype=torch.bool).triu(1)[None, None]
     with torch.no_grad():

@@ -15,6 +15,11 @@ CASES = {
     "learned_tied": {},
     "rope_untied": dict(position_embedding_type="rope", rotary_percent=0.5, untie_embeddings_and_output_weights=True),
     "explicit_mask_post_ln_no_bias": dict(apply_residual_connection_post_layernorm=True, add_bias_linear=False),
+    # Llama-style: RMSNorm, SwiGLU, 2 key/value groups for 4 heads (one per rank), rope, no biases, untied output.
+    "llama_gqa": dict(normalization="RMSNorm", swiglu=True, group_query_attention=True, num_query_groups=2,
+                      position_embedding_type="rope", add_bias_linear=False, untie_embeddings_and_output_weights=True),
+    # SwiGLU's stacked gate/up bias and grouped keys/values shared by explicit repetition (the masked path).
+    "explicit_mask_gqa_swiglu_bias": dict(normalization="RMSNorm", swiglu=True, num_query_groups=2),
 }
 # fp32, 4 layers. The sharded model computes the same sums split into per-rank partial GEMMs plus all-reduces, so
 # it differs from the unsharded one only by summation order: measured max |diff| is ~5e-7 on the per-token loss
@@ -80,9 +85,10 @@ def _gpt_tp_body(rank: int, world_size: int) -> torch.Tensor:
 
 @pytest.mark.distributed
 def test_gpt_tp2_matches_unsharded_model():
-    """For learned/tied, rope/untied and explicit-mask/post-LN/no-bias GPTs, the TP=2 model from the same seed has
-    exactly the unsharded weights and matches its loss, vocab-parallel logits and every re-assembled gradient; with
-    dropout on, both TP ranks compute bitwise-identical per-token losses."""
+    """For learned/tied, rope/untied, explicit-mask/post-LN/no-bias and Llama-style (RMSNorm, SwiGLU, grouped-query
+    attention) GPTs, the TP=2 model from the same seed has exactly the unsharded weights and matches its loss,
+    vocab-parallel logits and every re-assembled gradient; with dropout on, both TP ranks compute bitwise-identical
+    per-token losses."""
     loss_rank0, loss_rank1 = run_distributed(_gpt_tp_body, 2)
     assert torch.equal(loss_rank0, loss_rank1)
 

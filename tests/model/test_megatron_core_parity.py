@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcore_utils import LAYER_RENAMES, rename, requires_mcore, run_mcore_script
+from mcore_utils import LAYER_RENAMES, rename, requires_mcore, run_mcore_script, to_mcore_shape
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel
 from megatron.parallel.state import ParallelState
@@ -41,8 +41,9 @@ MCORE_SCRIPT = textwrap.dedent(
         spec = blob["spec"]
         cfg = config_from_spec(spec)
         model = GPTModel(
-            cfg, get_gpt_layer_local_spec(), vocab_size=spec["vocab"], max_sequence_length=spec["max_pos"],
-            position_embedding_type=spec["pe"], rotary_percent=spec["rotary_percent"],
+            cfg, get_gpt_layer_local_spec(normalization=spec["normalization"]), vocab_size=spec["vocab"],
+            max_sequence_length=spec["max_pos"], position_embedding_type=spec["pe"],
+            rotary_percent=spec["rotary_percent"], rotary_base=spec["rotary_base"],
             share_embeddings_and_output_weights=not spec["untie"],
         ).eval()
         missing, unexpected = model.load_state_dict(blob["weights"], strict=False)
@@ -63,6 +64,13 @@ CASES = {
     "learned-tied-bias": {},
     "rope-untied-nobias": dict(position_embedding_type="rope", rotary_percent=0.5,
                                untie_embeddings_and_output_weights=True, add_bias_linear=False),
+    # Llama-style: RMSNorm, SwiGLU (derived ffn 128), 2 key/value groups for 4 heads, rope base 500000, no biases.
+    "llama-gqa": dict(normalization="RMSNorm", swiglu=True, group_query_attention=True, num_query_groups=2,
+                      position_embedding_type="rope", rotary_base=500000, untie_embeddings_and_output_weights=True,
+                      add_bias_linear=False, layernorm_epsilon=1e-6),
+    # The same layers with linear biases (SwiGLU's stacked gate/up bias) and one key/value head (multi-query).
+    "rmsnorm-swiglu-mqa-bias": dict(normalization="RMSNorm", swiglu=True, group_query_attention=True,
+                                    position_embedding_type="rope"),
 }
 
 
@@ -70,13 +78,19 @@ def _write_case(prefix: Path, overrides: dict) -> tuple[GPTModel, torch.Tensor, 
     cfg = TransformerConfig.flavor("debug", hidden_dropout=0.0, attention_dropout=0.0, **overrides)
     model = GPTModel(cfg, ParallelState.single(), VOCAB, seed=11).eval()
     gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # biases and norm weights off their init (0 and 1), so a misplaced one shows
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
     tokens = torch.randint(0, VOCAB, (BATCH, SEQ), generator=gen)
     position_ids = torch.arange(SEQ).repeat(BATCH, 1)
     spec = dict(num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, heads=cfg.num_attention_heads,
                 ffn=cfg.ffn_hidden_size, kv=cfg.kv_channels, eps=cfg.layernorm_epsilon, bias=cfg.add_bias_linear,
                 vocab=VOCAB, max_pos=cfg.max_position_embeddings, pe=cfg.position_embedding_type,
-                rotary_percent=cfg.rotary_percent, untie=cfg.untie_embeddings_and_output_weights)
-    weights = {rename(k, RENAMES): v for k, v in model.state_dict().items()}
+                rotary_percent=cfg.rotary_percent, untie=cfg.untie_embeddings_and_output_weights,
+                normalization=cfg.normalization, swiglu=cfg.swiglu, rotary_base=cfg.rotary_base,
+                groups=cfg.num_query_groups)
+    weights = {rename(k, RENAMES): to_mcore_shape(k, v) for k, v in model.state_dict().items()}
     torch.save({"weights": weights, "tokens": tokens, "position_ids": position_ids, "spec": spec},
                str(prefix) + ".in.pt")
     return model, tokens, position_ids
@@ -85,8 +99,9 @@ def _write_case(prefix: Path, overrides: dict) -> tuple[GPTModel, torch.Tensor, 
 @pytest.mark.slow
 def test_logits_match_megatron_core(tmp_path):
     """With our weights loaded into megatron-core's GPTModel (renamed, same layout), both produce the same logits
-    and have the same parameter count, for learned/tied/bias and rope/untied/no-bias models: pre-LN layout, GELU
-    MLP, attention scaling, RoPE and the output layer agree."""
+    and have the same parameter count, for learned/tied/bias, rope/untied/no-bias and Llama-style (RMSNorm, SwiGLU,
+    grouped-query and multi-query attention, rope base) models: pre-norm layout, GELU and SwiGLU MLPs, the fused
+    QKV group layout, attention scaling, RoPE and the output layer agree."""
     prefixes = [tmp_path / name for name in CASES]
     ours = [_write_case(prefix, overrides) for prefix, overrides in zip(prefixes, CASES.values())]
     stdout = run_mcore_script(MCORE_SCRIPT, list(map(str, prefixes)), tmp_path)

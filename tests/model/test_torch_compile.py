@@ -47,17 +47,26 @@ def _train(model: GPTModel, steps: int = 2) -> tuple[list[torch.Tensor], dict[st
     return losses, grads, model.rng_tracker.get_states(), torch.get_rng_state()
 
 
+ARCHS = {
+    "learned_absolute": {},
+    "rope": dict(position_embedding_type="rope"),
+    # RMSNorm, SwiGLU and grouped-query attention (SDPA's own GQA, no mask) with rope and no biases.
+    "llama": dict(position_embedding_type="rope", normalization="RMSNorm", swiglu=True, group_query_attention=True,
+                  num_query_groups=2, add_bias_linear=False),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recompute", list(RECOMPUTE))
-@pytest.mark.parametrize("pe", ["learned_absolute", "rope"])
-def test_compiled_layers_with_dropout_have_no_graph_break_and_equal_eager(recompute, pe):
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_compiled_layers_with_dropout_have_no_graph_break_and_equal_eager(recompute, arch):
     """With hidden and attention dropout at 0.1, compiling the layers (aot_eager backend: Dynamo and AOTAutograd
     trace the layer, the aten ops then run as in eager) records no graph break, and two training steps give the
     eager per-token losses, every gradient and the final RNG streams (tracker and default) bit for bit, with and
     without recomputation: the attention dropout draws from the model-parallel stream and hidden dropout from the
-    replicated stream, exactly as in eager."""
+    replicated stream, exactly as in eager. Also for Llama-style layers."""
     def build() -> GPTModel:
-        cfg = TransformerConfig.flavor("debug", hidden_dropout=0.1, attention_dropout=0.1, position_embedding_type=pe,
+        cfg = TransformerConfig.flavor("debug", hidden_dropout=0.1, attention_dropout=0.1, **ARCHS[arch],
                                        **RECOMPUTE[recompute])
         return GPTModel(cfg, ParallelState.single(), 512, seed=7).train()
 

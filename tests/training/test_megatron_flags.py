@@ -80,11 +80,9 @@ def test_recipe_flags_are_noted_once_and_change_nothing():
 
 
 REFUSED = [
-    (["--swiglu"], r"--swiglu is not supported: the MLP uses GeLU"),
-    (["--normalization", "rmsnorm"], r"--normalization rmsnorm is not supported: only LayerNorm"),
+    (["--squared-relu"], r"--squared-relu is not supported: the MLP uses GeLU"),
     (["--num-experts", "8"], r"--num-experts 8 is not supported: mixture of experts is not implemented"),
     (["--no-position-embedding"], r"needs rotary ones: pass --use-rotary-position-embeddings"),
-    (["--num-key-value-heads", "1"], r"grouped-query attention is not implemented"),
     (["--batch-size", "8"], r"--batch-size 8 is not supported: use --micro-batch-size"),
     (["--ckpt-format", "torch_dist"], r"checkpoints are written in the torch layout"),
     (["--DDP-impl", "FSDP"], r"FSDP is not supported"),
@@ -99,13 +97,11 @@ def test_refused_flags_say_what_to_use(flags, message):
         cfg.validate(world_size=1)
 
 
-@pytest.mark.parametrize("flags", [["--num-experts", "1"], ["--normalization", "layernorm"],
-                                   ["--transformer-impl", "local"], ["--DDP-impl", "local"],
-                                   ["--no-position-embedding", "--use-rotary-position-embeddings"],
-                                   ["--num-key-value-heads", "2"]])
+@pytest.mark.parametrize("flags", [["--num-experts", "1"], ["--transformer-impl", "local"], ["--DDP-impl", "local"],
+                                   ["--no-position-embedding", "--use-rotary-position-embeddings"]])
 def test_refused_flags_with_a_harmless_value_pass(flags):
-    """The value that asks for nothing (one expert, LayerNorm, local, rotary with no learned table, as many KV
-    heads as heads) validates and is listed as ignored."""
+    """The value that asks for nothing (one expert, local, rotary with no learned table) validates and is listed
+    as ignored."""
     cfg = PretrainConfig.from_args([*BASE, "--num-attention-heads", "2", *flags], extra_sections=SECTIONS)
     cfg.validate(world_size=1)
     assert ignored_flags_note(cfg.compat, rope=cfg.model.position_embedding_type == "rope",
@@ -123,3 +119,20 @@ def test_other_spellings_set_our_fields():
     assert cfg.data.seq_length == 48 and m.recompute_granularity == "full"
     de = cfg.extras["data_efficiency"]
     assert de.deepspeed and de.deepspeed_config == "ds.json"
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--normalization", "rmsnorm", "--swiglu", "--num-key-value-heads", "2"], ("RMSNorm", True, True, 2)),
+    (["--normalization", "RMSNorm", "--group-query-attention", "--num-query-groups", "2"], ("RMSNorm", False, True, 2)),
+    (["--normalization", "layernorm", "--group-query-attention"], ("LayerNorm", False, True, 1)),
+    (["--num-key-value-heads", "4"], ("LayerNorm", False, False, None)),
+], ids=["mds_llama2", "mlm_gqa", "mlm_gqa_default_groups", "kv_heads_equal_heads"])
+def test_modern_architecture_flags_in_both_spellings(flags, expected):
+    """Megatron-DeepSpeed's llama spellings (lowercase rmsnorm, --num-key-value-heads alone) and Megatron-LM's
+    (RMSNorm, --group-query-attention --num-query-groups, whose group count defaults to 1) set the same model fields;
+    as many key/value heads as heads is plain multi-head attention. They validate and are not noted as ignored."""
+    cfg = PretrainConfig.from_args([*BASE, "--num-attention-heads", "4", *flags], extra_sections=SECTIONS)
+    cfg.validate(world_size=1)
+    m = cfg.model
+    assert (m.normalization, m.swiglu, m.group_query_attention, m.num_query_groups) == expected
+    assert ignored_flags_note(cfg.compat) is None

@@ -3,6 +3,7 @@ token-budget stop, and DP=2 / TP=2 equal to one process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -22,17 +23,24 @@ TRAIN_KEYS = {"iteration", "loss", "lr", "grad_norm", "consumed_samples", "consu
               "tokens_per_s"}
 
 
+# Megatron-DeepSpeed's Llama-2 recipe spellings: RMSNorm, SwiGLU, 2 key/value heads for the debug flavor's 4 heads.
+LLAMA_FLAGS = dict(normalization="rmsnorm", swiglu=True, num_key_value_heads=2, use_rotary_position_embeddings=True,
+                   disable_bias_linear=True, untie_embeddings_and_output_weights=True)
+
+
 @pytest.mark.slow
-def test_resume_is_exact_and_metrics_file_has_its_keys(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("arch", [{}, LLAMA_FLAGS], ids=["gpt", "llama"])
+def test_resume_is_exact_and_metrics_file_has_its_keys(tiny_corpus, tmp_path, arch):
     """20 iterations straight give bit-identical losses (dropout on) to 10 iterations, an --exit-interval exit with a
     checkpoint, and a --load resume for 10 more; the metrics file holds one train record per log interval with the
-    required keys and one valid record (loss, ppl) per evaluation."""
+    required keys and one valid record (loss, ppl) per evaluation. Also for a Llama-style model (RMSNorm, SwiGLU,
+    grouped-query attention, rope, no biases, untied), whose config.json records those fields."""
     pg = load_entry_script()
-    straight = pg.main(gpt_args(tiny_corpus, metrics_file=tmp_path / "straight.jsonl"))
+    straight = pg.main(gpt_args(tiny_corpus, metrics_file=tmp_path / "straight.jsonl", **arch))
     ckpt = tmp_path / "ckpt"
-    first = pg.main(gpt_args(tiny_corpus, save=ckpt, exit_interval=10))
+    first = pg.main(gpt_args(tiny_corpus, save=ckpt, exit_interval=10, **arch))
     assert first.exit_reason == "exit_interval" and read_tracker(ckpt) == 10
-    second = pg.main(gpt_args(tiny_corpus, save=ckpt, load=ckpt))
+    second = pg.main(gpt_args(tiny_corpus, save=ckpt, load=ckpt, **arch))
     assert second.exit_reason == "finished" and read_tracker(ckpt) == 20
     assert {**first.train_losses, **second.train_losses} == straight.train_losses
     assert second.val_losses[20] == straight.val_losses[20] and second.test_loss == straight.test_loss
@@ -48,6 +56,10 @@ def test_resume_is_exact_and_metrics_file_has_its_keys(tiny_corpus, tmp_path):
         (i, round(v, 9)) for i, v in straight.val_losses.items()]
     assert all(r["val_ppl"] == pytest.approx(torch.tensor(r["val_loss"]).exp().item()) for r in valid)
     assert (ckpt / "iter_0000020" / "config.json").is_file()
+    model = json.loads((ckpt / "iter_0000020" / "config.json").read_text())["model"]
+    if arch:
+        assert (model["normalization"], model["swiglu"], model["group_query_attention"], model["num_query_groups"],
+                model["ffn_hidden_size"]) == ("RMSNorm", True, True, 2, 128)
 
 
 ERRORS = [

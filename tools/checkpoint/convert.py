@@ -3,7 +3,8 @@
 
 Thin command line over :mod:`megatron.interop.huggingface`:
 
-    # training checkpoint (any TP size) -> HF directory (GPT2LMHeadModel / GPTNeoXForCausalLM / MegatronBert*)
+    # training checkpoint (any TP size) -> HF directory (GPT2LMHeadModel / GPTNeoXForCausalLM /
+    # LlamaForCausalLM / MegatronBert*)
     .venv/bin/python tools/checkpoint/convert.py --model-type GPT --loader megatron --saver hf \
         --load-dir runs/gpt/checkpoints --save-dir runs/gpt/hf
 
