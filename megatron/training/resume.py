@@ -10,6 +10,7 @@ checkpoint's config - and must not drop state the checkpoint holds (unless ``--o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +19,7 @@ import torch
 
 from megatron.data_efficiency.curriculum.identity import file_digest
 from megatron.logging import get_logger, log_rank0
+from megatron.model.config import TransformerConfig
 from megatron.training.checkpointing import TRACKER_FILENAME, read_tracker
 from megatron.training.config import PretrainConfig
 
@@ -108,6 +110,17 @@ def _flatten(record: Mapping[str, Any] | None, finetune: bool) -> dict[str, Any]
     return out
 
 
+def _added_model_field_at_default(key: str, value: Any) -> bool:
+    """``model.<field>`` is a :class:`TransformerConfig` field whose default is ``value``: a checkpoint written
+    before the field existed was trained with that default (e.g. ``normalization`` LayerNorm, ``swiglu`` off)."""
+    room, _, name = key.partition(".")
+    if room != "model":
+        return False
+    fields = {f.name: f for f in dataclasses.fields(TransformerConfig)}
+    f = fields.get(name)
+    return f is not None and f.default is not dataclasses.MISSING and f.default == value
+
+
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], saved_record: Mapping[str, Any]) -> list[str]:
     """``key: checkpoint <a>, this run <b>`` per differing key; groups the checkpoint predates are not compared."""
     skip = ()
@@ -118,6 +131,8 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], saved_rec
     diffs = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key, "<off>"), current.get(key, "<off>")
+        if key not in saved and _added_model_field_at_default(key, b):
+            continue  # an architecture option newer than the checkpoint, left at the behaviour it was written with
         if a != b and not key.startswith(skip):
             diffs.append(f"{key}: checkpoint {a!r}, this run {b!r}")
     return diffs
