@@ -65,8 +65,9 @@ def preprocess_data(args: Sequence[str], *, check: bool = True, cwd: Path | None
 @contextlib.contextmanager
 def long_preprocess_run(tmp_path: Path, partitions: int) -> Iterator[tuple[subprocess.Popen, Path]]:
     """A ``tools/preprocess_data.py`` run over ~180 MB (2 workers, ``partitions``; about eight seconds of work on two
-    idle cores, so that a test on a loaded machine still signals it mid-run) writing ``tmp_path/out/x``, in its own process group; yields ``(process, output directory)`` once the run has logged
-    progress, for a test to signal it, and kills the group if it is still running afterwards."""
+    idle cores, so that a test on a loaded machine still signals it mid-run) writing ``tmp_path/out/x``, in its own
+    process group; yields ``(process, output directory)`` once the run has logged progress, for a test to signal it,
+    and kills the group if it is still running afterwards."""
     line = json.dumps({"text": "In the beginning God created the heaven and the earth. " * 20}) + "\n"
     corpus = tmp_path / "big.jsonl"
     corpus.write_text(line * 160000, encoding="utf-8")
