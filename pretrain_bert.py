@@ -21,6 +21,7 @@ from megatron.data.batch import build_bert_batch
 from megatron.data.bert_dataset import BertDataConfig, build_bert_datasets
 from megatron.logging import run_entry_point, setup_logging
 from megatron.model.bert import BertModel
+from megatron.model.language_model import masked_token_mean
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
 from megatron.training.data_efficiency import DATA_EFFICIENCY_SECTION, build_data_efficiency_extensions
@@ -53,9 +54,7 @@ def forward_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor,
     """Masked-LM loss (mean over the predicted tokens) plus, with the binary head, the next-sentence loss."""
     per_token, binary_logits = model(batch["tokens"], batch["padding_mask"], batch["types"],
                                      lm_labels=batch["labels"])
-    mask = batch["loss_mask"].to(per_token.dtype)
-    # A micro-batch without predicted tokens contributes 0 instead of Megatron's 0/0 = nan.
-    lm_loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    lm_loss = masked_token_mean(per_token, batch["loss_mask"])
     metrics = {"loss/lm": lm_loss.detach()}
     if binary_logits is None:
         return lm_loss, metrics

@@ -17,6 +17,7 @@ from megatron.data.batch import build_gpt_batch
 from megatron.data.gpt_dataset import build_gpt_datasets
 from megatron.logging import run_entry_point, setup_logging
 from megatron.model.gpt import GPTModel
+from megatron.model.language_model import masked_token_mean
 from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
 from megatron.training.data_efficiency import DATA_EFFICIENCY_SECTION, build_data_efficiency_extensions
@@ -42,9 +43,7 @@ def collate_fn(samples: list[dict], cfg: PretrainConfig, tokenizer: Any) -> dict
 def forward_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Masked token mean of the per-token loss of one micro-batch (Megatron's ``loss_func``)."""
     per_token = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"])
-    mask = batch["loss_mask"].to(per_token.dtype)
-    # A micro-batch whose tokens are all masked contributes 0 instead of Megatron's 0/0 = nan.
-    loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    loss = masked_token_mean(per_token, batch["loss_mask"])
     return loss, {"loss/lm": loss.detach()}
 
 

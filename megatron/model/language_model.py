@@ -18,7 +18,7 @@ from megatron.parallel.cross_entropy import vocab_parallel_cross_entropy
 from megatron.parallel.mappings import copy_to_tensor_model_parallel_region
 from megatron.parallel.state import ParallelState
 
-__all__ = ["tied_vocab_parallel_logits", "build_compiled_loss", "per_token_cross_entropy"]
+__all__ = ["tied_vocab_parallel_logits", "build_compiled_loss", "per_token_cross_entropy", "masked_token_mean"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,3 +60,10 @@ def per_token_cross_entropy(
     if compiled_loss is not None:
         return compiled_loss(logits, labels)
     return vocab_parallel_cross_entropy(logits, labels, tp_group)
+
+
+def masked_token_mean(per_token: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Megatron's ``loss_func``: ``sum(loss * mask) / sum(mask)`` over one micro-batch. A micro-batch whose tokens
+    are all masked contributes 0 instead of Megatron's 0/0 = nan."""
+    mask = loss_mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)

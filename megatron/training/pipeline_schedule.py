@@ -22,10 +22,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
 
+from megatron.model.language_model import masked_token_mean
 from megatron.parallel.pipeline_state import PipelineParallelState
 from megatron.training.pipeline import GPTStage
 
-__all__ = ["ScheduleKind", "PipelineEngine", "masked_token_mean"]
+__all__ = ["ScheduleKind", "PipelineEngine"]
 
 ScheduleKind = Literal["gpipe", "1f1b", "interleaved_1f1b"]
 """``gpipe``: all forwards, then all backwards (for tests); ``1f1b``: Megatron's default schedule;
@@ -35,12 +36,6 @@ Batch = dict[str, Any]
 
 _MAX_CACHED_SCHEDULES = 4
 """Schedules kept alive: the current training shape, the evaluation shape, and the previous ones of each."""
-
-
-def masked_token_mean(per_token: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Megatron's ``loss_func``: ``sum(loss * mask) / sum(mask)`` over one micro-batch (0 when all is masked)."""
-    mask = loss_mask.to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class PipelineEngine:

@@ -21,7 +21,8 @@ from megatron.model.gpt import GPTModel
 from megatron.parallel.pipeline_state import PipelineParallelState, num_virtual_stages, pipeline_layer_ranges
 from megatron.parallel.state import ParallelState
 from megatron.training.pipeline import GPTStage, allreduce_tied_embedding_grads, build_gpt_stages, wrap_stage_layers
-from megatron.training.pipeline_schedule import PipelineEngine, masked_token_mean
+from megatron.model.language_model import masked_token_mean
+from megatron.training.pipeline_schedule import PipelineEngine
 
 VOCAB, SEED, MBS, SEQ, M = 128, 7, 2, 16, 4
 # fp32 on CPU. Losses: a stage runs exactly the unpipelined model's operations on the same values (measured:
