@@ -122,7 +122,8 @@ class DataConfig:
     """BERT: load the training split's samples mapping from this .npy file instead of building it
     (Megatron-DeepSpeed's {prefix}_train_indexmap_exact{N}ep_{msl}msl_{ssp}ssp_{seed}s.npy, or ours)."""
     num_workers: int = 2
-    """Data loader worker processes per rank (0 loads in the training process)."""
+    """DataLoader worker processes prefetching training batches on each tensor-parallel group's reading rank (0 loads
+    in the training process; the other ranks of the group receive each batch by broadcast)."""
     dataloader_type: Literal["single", "cyclic"] = "single"
     """'single': one pass in dataset order from the consumed-sample count; 'cyclic': reshuffled every epoch."""
     mock_data: bool = False
