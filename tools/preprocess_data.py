@@ -18,6 +18,7 @@ import signal
 import sys
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
+from megatron.data.ordered_pool import WorkerError
 from megatron.data.preprocess import PreprocessConfig, PreprocessStats, preprocess
 from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
 from megatron.logging import setup_logging
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:
+        print(f"error: {e}; no output was written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return 130

@@ -16,7 +16,6 @@ from 2021 to June 2023), and whitespace-only texts too (this tool's earlier beha
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import glob
 import gzip
@@ -35,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from megatron.data.indexed_dataset import IndexedDatasetBuilder, get_bin_path, get_idx_path, optimal_dtype
+from megatron.data.ordered_pool import OrderedPool, WorkerError
 from megatron.data.sentence_splitter import split_sentences
 from megatron.logging import get_logger
 
@@ -349,21 +349,9 @@ class _Encoder:
         return _KeyArrays(tokens.astype(self.dtype), lengths, per_doc)
 
 
-# Per-process encoder of pool workers, set once by the pool initializer (the multiprocessing idiom: tasks then
-# carry only their chunk, not the tokenizer).
-_WORKER_ENCODER: _Encoder | None = None
-
-
-def _init_worker(cfg: PreprocessConfig, tokenizer: Any, dtype: np.dtype) -> None:
-    global _WORKER_ENCODER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Pool.terminate's SIGTERM must kill, whatever the parent set
-    _WORKER_ENCODER = _Encoder(cfg, tokenizer, dtype)
-
-
-def _encode_in_worker(chunk: tuple[str, int, list[bytes]]) -> _ChunkResult:
-    assert _WORKER_ENCODER is not None, "pool worker used before _init_worker ran"
-    return _WORKER_ENCODER.encode_chunk(chunk)
+def _worker_encoder(cfg: PreprocessConfig, tokenizer: Any, dtype: np.dtype) -> Callable[[tuple], _ChunkResult]:
+    """Set-up of an encoding worker process: its chunk encoder, built once (tasks then carry only their chunk)."""
+    return _Encoder(cfg, tokenizer, dtype).encode_chunk
 
 
 def _mp_context():
@@ -381,15 +369,11 @@ def _encoded_chunks(
         encoder = _Encoder(cfg, tokenizer, dtype)
         yield from map(encoder.encode_chunk, chunks)
         return
-    with _mp_context().Pool(workers, initializer=_init_worker, initargs=(cfg, tokenizer, dtype)) as pool:
-        # A bounded window instead of Pool.imap, whose feeder thread reads the whole input ahead (Megatron #154).
-        window: collections.deque = collections.deque()
-        for chunk in chunks:
-            window.append(pool.apply_async(_encode_in_worker, (chunk,)))
-            if len(window) >= 2 * workers:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+    # OrderedPool, not multiprocessing.Pool: a kill of the whole process group could leave Pool's shared task
+    # lock held by a dead worker and hang the parent's clean-up (ordered_pool.py); its bounded window also avoids
+    # Pool.imap reading the whole input ahead (Megatron #154).
+    with OrderedPool(_mp_context(), workers, _worker_encoder, (cfg, tokenizer, dtype)) as pool:
+        yield from pool.imap(chunks)
 
 
 def _check_not_empty(stats: PreprocessStats, spans: Sequence[_Span]) -> None:
@@ -487,7 +471,7 @@ def _partition_main(index: int, spans, cfg, tokenizer, workers: int, prefixes: d
     except BaseException as e:  # noqa: BLE001 - forwarded to the parent, which raises it
         import traceback
 
-        detail = str(e) if isinstance(e, ValueError) else traceback.format_exc()
+        detail = str(e) if isinstance(e, (ValueError, WorkerError)) else traceback.format_exc()
         queue.put(("error", index, type(e).__name__, detail))
 
 
@@ -511,6 +495,8 @@ def _wait_for_partitions(procs, queue, on_progress) -> list[PreprocessStats]:
             _, index, kind, detail = message
             if kind == "ValueError":
                 raise ValueError(detail)
+            if kind == "WorkerError":
+                raise WorkerError(f"partition {index}: {detail}")
             raise RuntimeError(f"partition {index} failed with {kind}:\n{detail}")
     return [done[i] for i in range(len(procs))]
 

@@ -58,3 +58,23 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, partitions, to_group):
     assert proc.returncode == 143, err
     assert "terminated (SIGTERM); no output was written" in err
     assert _listing(out) == []
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="lists worker processes through /proc/PID/task/PID/children")
+def test_a_killed_worker_is_a_clear_error(tmp_path):
+    """One encoding worker killed from outside (the out-of-memory killer's SIGKILL) ends the run with exit 1 and
+    'error: worker process N died (exit code -9 ...)' instead of a hang or a traceback; nothing is left behind."""
+    with long_preprocess_run(tmp_path, 1) as (proc, out):
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "died (exit code -9) (killed by a signal" in err and "no output was written" in err
+    assert "Traceback" not in err and _listing(out) == []
