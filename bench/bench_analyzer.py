@@ -142,7 +142,7 @@ def run_ours(args: argparse.Namespace, ds: ZipfTokens, save: str) -> None:
 
 
 def our_arrays(save: str) -> dict[str, np.ndarray]:
-    from megatron.data_efficiency.curriculum.analyzer import output_prefix, read_flat
+    from megatron.data_efficiency.curriculum.index_files import output_prefix, read_flat
 
     arrays = {"freq": np.asarray(read_flat(output_prefix(save, "total_vocab_freq", "metric_value"))[0])}
     for suffix in ("sample_to_metric", "index_to_metric", "index_to_sample", "index_to_sample_percentile_merged"):

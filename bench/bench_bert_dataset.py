@@ -136,7 +136,8 @@ def item_rows(args, prefix: str, vocab: str, work: str) -> list[str]:
     """Interleaved item fetching, ours in this process against megatron-core's in a child process."""
     from megatron.data.bert_dataset import BertDataConfig, build_bert_datasets
     from megatron.data.config import DataConfig
-    from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+    from megatron.data.tokenizers.build import build_tokenizer
+    from megatron.data.tokenizers.config import TokenizerConfig
 
     tokenizer = build_tokenizer(TokenizerConfig(tokenizer_type="BertWordPieceLowerCase", vocab_file=vocab))
     spec = {"seq_lengths": args.seq_lengths, "items": args.items, "prefix": prefix,

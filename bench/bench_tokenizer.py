@@ -17,9 +17,11 @@ import sys
 from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
-from megatron.data import tokenizer_bpe
-from megatron.data.corpora import kjv_documents
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, default_gpt2_vocab_files
+from megatron.data.preprocessing.corpora import kjv_documents
+from megatron.data.tokenizers import bpe as tokenizer_bpe
+from megatron.data.tokenizers.bpe import default_gpt2_vocab_files
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import HEADER, Comparison, interleave, machine_line  # noqa: E402

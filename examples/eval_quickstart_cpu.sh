@@ -22,7 +22,7 @@ mkdir -p "$OUT/tasks"
 # chapters) are its validation and test splits, never trained on. The proxy tasks come from the last 13 of them.
 "$PY" - "$OUT/tasks" <<'PYEOF'
 import json, sys
-from megatron.data.corpora import kjv_documents
+from megatron.data.preprocessing.corpora import kjv_documents
 from megatron.interop.lm_eval_tasks import multiple_choice_task_yaml
 from megatron.reproduce.proxy_tasks import build_gpt_proxy_tasks
 docs = [d["text"] for d in kjv_documents()][-13:]

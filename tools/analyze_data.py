@@ -44,8 +44,10 @@ from megatron.data.forced_indices import (  # noqa: E402
     write_mds_bert_index,
     write_mds_gpt_indices,
 )
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size  # noqa: E402
-from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, output_prefix  # noqa: E402
+from megatron.data.tokenizers.build import build_tokenizer  # noqa: E402
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size  # noqa: E402
+from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze  # noqa: E402
+from megatron.data_efficiency.curriculum.index_files import output_prefix  # noqa: E402
 from megatron.data_efficiency.curriculum.identity import analysis_identities  # noqa: E402
 from megatron.data_efficiency.curriculum.metrics import resolve_metric  # noqa: E402
 from megatron.logging import get_logger, setup_logging  # noqa: E402

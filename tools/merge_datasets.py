@@ -1,6 +1,6 @@
 """Concatenate ``.bin/.idx`` pairs into one pair (sequences and documents kept in order).
 
-Thin CLI over ``megatron.data.indexed_dataset.merge_datasets``::
+Thin CLI over ``megatron.data.preprocessing.merge.merge_datasets``::
 
     python tools/merge_datasets.py --input shards/ --output-prefix data/all_text_document
     python tools/merge_datasets.py --datasets a_text_document b_text_document --output-prefix ab_text_document
@@ -18,7 +18,7 @@ import sys
 from typing import Optional
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
-from megatron.data.indexed_dataset import find_dataset_prefixes, merge_datasets
+from megatron.data.preprocessing.merge import find_dataset_prefixes, merge_datasets
 
 
 @dataclasses.dataclass(kw_only=True)

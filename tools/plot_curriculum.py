@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron.data_efficiency.config import CurriculumMetricConfig, load_data_efficiency_config  # noqa: E402
-from megatron.data_efficiency.curriculum.analyzer import read_flat  # noqa: E402
+from megatron.data_efficiency.curriculum.index_files import read_flat  # noqa: E402
 from megatron.data_efficiency.curriculum.scheduler import DifficultySchedule  # noqa: E402
 
 MERGED = "_percentile_merged"

@@ -1,6 +1,6 @@
 """Write an installed English corpus as ``{"id", "text"}`` JSONL, the input of preprocessing and tokenizer training.
 
-Thin CLI over ``megatron.data.corpora``::
+Thin CLI over ``megatron.data.preprocessing.corpora``::
 
     python tools/prepare_corpus.py                                   # KJV Bible -> data/kjv.jsonl (1,189 chapters)
     python tools/prepare_corpus.py --corpus shakespeare --output data/shakespeare.jsonl
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
-from megatron.data.corpora import CorpusName, prepare_corpus
+from megatron.data.preprocessing.corpora import CorpusName, prepare_corpus
 
 
 @dataclass(kw_only=True)

@@ -1,7 +1,7 @@
 """Tokenize JSONL corpora into Megatron ``.bin/.idx`` pairs (``{output_prefix}_{key}_{document|sentence}``).
 
-Thin CLI over ``megatron.data.preprocess``: flags are generated from ``PreprocessConfig`` and ``TokenizerConfig``
-and keep Megatron's spellings, e.g.::
+Thin CLI over ``megatron.data.preprocessing.preprocess``: flags are generated from ``PreprocessConfig`` and
+``TokenizerConfig`` and keep Megatron's spellings, e.g.::
 
     python tools/preprocess_data.py --input corpus.jsonl --output-prefix data/kjv --append-eod --workers 2
 
@@ -18,9 +18,10 @@ import signal
 import sys
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
-from megatron.data.ordered_pool import WorkerError
-from megatron.data.preprocess import PreprocessConfig, PreprocessStats, preprocess
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.preprocessing.ordered_pool import WorkerError
+from megatron.data.preprocessing.preprocess import PreprocessConfig, PreprocessStats, preprocess
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.logging import setup_logging
 
 REQUIRED = ("input", "output_prefix")

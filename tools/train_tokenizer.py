@@ -1,6 +1,6 @@
 """Train a tokenizer on JSONL documents and write files that ``build_tokenizer`` loads.
 
-Thin CLI over ``megatron.data.tokenizer_training``::
+Thin CLI over ``megatron.data.preprocessing.tokenizer_training``::
 
     python tools/prepare_corpus.py --output data/kjv.jsonl
     python tools/train_tokenizer.py --input data/kjv.jsonl --type gpt2bpe --vocab-size 8000 --output-dir tok/kjv_bpe
@@ -17,8 +17,8 @@ import sys
 import time
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace
-from megatron.data.tokenizer import build_tokenizer
-from megatron.data.tokenizer_training import TokenizerTrainingConfig, train_tokenizer
+from megatron.data.preprocessing.tokenizer_training import TokenizerTrainingConfig, train_tokenizer
+from megatron.data.tokenizers.build import build_tokenizer
 from megatron.logging import setup_logging
 
 

@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from typing import Any, Optional, Union
 
 import numpy as np
-import torch
 
 from megatron.data.bert_indices import build_bert_sample_index, short_sequence_ratio
 from megatron.data.bert_masking import MaskingVocab, mask_tokens, pad_token_id
 from megatron.data.blending import BlendedDataset
 from megatron.data.builder import build_datasets
-from megatron.data.config import DataConfig
+from megatron.data.cached_dataset import CachedIndexDataset, IndexParams
+from megatron.data.config import DataConfig, Split
 from megatron.data.forced_indices import load_forced_bert_index
 from megatron.data.gpt_dataset import tokenizer_identity
-from megatron.data.gpt_indices import Split
-from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
 from megatron.logging import get_logger, log_rank0
 
 __all__ = ["BertDataConfig", "BertDataset", "BertIndexParams", "build_bert_datasets", "MIN_BERT_SEQ_LENGTH"]
 
 logger = get_logger(__name__)
 
-INDEX_FORMAT_VERSION = 1  # bump when the sample index semantics change, so old cache entries stop matching
 SPECIAL_TOKENS_PER_SAMPLE = 3  # [CLS] A [SEP] B [SEP]
 MIN_BERT_SEQ_LENGTH = SPECIAL_TOKENS_PER_SAMPLE + 2  # Megatron's packing needs a target of >= 2 tokens
 
@@ -66,27 +62,15 @@ class BertDataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class BertIndexParams:
-    """Everything besides the file contents that determines a split's sample index."""
+class BertIndexParams(IndexParams):
+    """What determines a BERT split's sample index: ``IndexParams`` (``num_samples``: whole epochs are packed until
+    at least this many samples exist; ``seq_length``: padded tokens per sample, the packing target is
+    ``seq_length - 3``; ``seed`` also seeds each item's random state, plus the item index) and these two."""
 
-    path_prefix: str
-    """Dataset prefix (``.bin/.idx`` without suffix)."""
-    split: Split
-    """Which split this is (part of the cache file name)."""
-    document_range: tuple[int, int]
-    """The split's documents ``[lo, hi)``."""
-    num_samples: Optional[int]
-    """Whole epochs are packed until at least this many samples exist; ignored with ``exact_num_epochs``."""
-    seq_length: int
-    """Tokens per sample (padded); the packing target is ``seq_length - 3``."""
-    seed: int
-    """Seed of the packing targets, the shuffle and (plus the item index) each item's random state."""
-    short_seq_prob: float
+    short_seq_prob: float = dataclasses.field(kw_only=True)
     """See ``BertDataConfig.short_seq_prob``."""
-    binary_head: bool
+    binary_head: bool = dataclasses.field(kw_only=True)
     """See ``BertDataConfig.bert_binary_head``."""
-    exact_num_epochs: Optional[int] = None
-    """Pack exactly this many epochs instead (curriculum learning's analyzed training split)."""
 
 
 def _fingerprint_int64(values: np.ndarray) -> str:
@@ -94,7 +78,7 @@ def _fingerprint_int64(values: np.ndarray) -> str:
     return hashlib.md5(memoryview(data).cast("B"), usedforsecurity=False).hexdigest()
 
 
-class BertDataset(torch.utils.data.Dataset):
+class BertDataset(CachedIndexDataset):
     """BERT samples of one split of one sentence-level indexed dataset.
 
     Item ``k`` (from sample-index row ``k``, already shuffled) is a dict of int64 [seq_length] arrays ``tokens``
@@ -113,9 +97,14 @@ class BertDataset(torch.utils.data.Dataset):
             checked against the data).
     """
 
+    KIND = "BertDataset"
+    INDEX_NAMES = ("sample_index",)
+    INDEX_FORMAT_VERSION = 1  # bump when the sample index semantics change, so old cache entries stop matching
+
     def __init__(self, indexed_dataset: Any, params: BertIndexParams, *, mask_prob: float, tokenizer: Any,
                  cache_dir: Optional[str], sample_index: Optional[np.ndarray] = None) -> None:
-        self.indexed_dataset, self.params, self.mask_prob = indexed_dataset, params, mask_prob
+        super().__init__(indexed_dataset, params)
+        self.mask_prob = mask_prob
         lo, hi = params.document_range
         num_documents = len(indexed_dataset.document_indices) - 1
         if not 0 <= lo < hi <= num_documents:
@@ -126,36 +115,20 @@ class BertDataset(torch.utils.data.Dataset):
                              f"[CLS], two [SEP] and a target of at least 2 tokens")
         self.vocab = MaskingVocab.from_tokenizer(tokenizer)
         self.pad_id = pad_token_id(tokenizer)
-        self.cache = None if cache_dir is None or sample_index is not None else IndexCache(
-            cache_dir, "BertDataset", params.split.name, self.unique_identifiers(tokenizer_identity(tokenizer)),
-            ("sample_index",),
-        )
-        arrays, self.built_indices = ({"sample_index": sample_index}, False) if sample_index is not None else \
-            load_or_build_indices(self.cache, self._build)
-        self.sample_index = arrays["sample_index"]
+        self._load_indices(cache_dir, tokenizer_identity(tokenizer),
+                           None if sample_index is None else {"sample_index": sample_index})
         verb = "built" if self.built_indices else "loaded"
         log_rank0(logger, f"{verb} BERT {params.split.name} sample index for {params.path_prefix}: {len(self)} "
                           f"samples from documents [{lo}, {hi})")
 
     def unique_identifiers(self, tokenizer_id: Any) -> dict[str, Any]:
         """The cache key's parameters: index parameters, the data's sentence lengths and documents, tokenizer."""
-        p, data = self.params, self.indexed_dataset
+        p = self.params
         return {
-            "class": "BertDataset",
-            "index_format": INDEX_FORMAT_VERSION,
-            "path_prefix": os.path.abspath(p.path_prefix),
-            "num_sequences": int(len(data.sequence_lengths)),
-            "sequence_lengths_md5": fingerprint_lengths(data.sequence_lengths),
-            "document_indices_md5": _fingerprint_int64(data.document_indices),
-            "split": p.split.name,
-            "document_range": list(p.document_range),
-            "num_samples": None if p.exact_num_epochs is not None else p.num_samples,
-            "exact_num_epochs": p.exact_num_epochs,
-            "seq_length": p.seq_length,
-            "seed": p.seed,
+            **self._common_identifiers(tokenizer_id),
+            "document_indices_md5": _fingerprint_int64(self.indexed_dataset.document_indices),
             "short_seq_prob": p.short_seq_prob,
             "min_sentences": 2 if p.binary_head else 1,
-            "tokenizer": tokenizer_id,
         }
 
     def _build(self) -> dict[str, np.ndarray]:
@@ -243,21 +216,6 @@ class BertDataset(torch.utils.data.Dataset):
             "dataset_id": 0, "dataset_sample_index": idx,
         }
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A memory-mapped index travels to spawned workers as its file name, not as a copy.
-        state = self.__dict__.copy()
-        if self.cache is not None and isinstance(self.sample_index, np.memmap):
-            state["sample_index"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.sample_index is None:
-            arrays = self.cache.load(verify=False)
-            if arrays is None:
-                raise FileNotFoundError(f"index cache {self.cache.stem} vanished from {self.cache.directory}")
-            self.sample_index = arrays["sample_index"]
-
 
 class _BertFactory:
     """BERT datasets for the shared builder: ``split`` divides documents (groups of sentences)."""
@@ -272,7 +230,8 @@ class _BertFactory:
               exact_num_epochs: Optional[int], cache_dir: Optional[str]) -> BertDataset:
         b = self.bert_cfg
         params = BertIndexParams(data.path_prefix, split, element_range, num_samples, self.data_cfg.seq_length,
-                                 self.seed, b.short_seq_prob, b.bert_binary_head, exact_num_epochs)
+                                 self.seed, exact_num_epochs, short_seq_prob=b.short_seq_prob,
+                                 binary_head=b.bert_binary_head)
         forced = None
         if split is Split.train and self.data_cfg.train_idx_path is not None:
             forced = load_forced_bert_index(self.data_cfg, data.document_indices, element_range,

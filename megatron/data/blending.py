@@ -24,8 +24,8 @@ from megatron.data.index_cache import IndexCache, load_or_build_indices
 from megatron.logging import get_logger
 
 __all__ = [
-    "build_blending_indices", "build_exhaustive_blending_indices", "blend_sample_counts", "normalize_weights",
-    "BlendedDataset",
+    "build_blending_indices", "build_exhaustive_blending_indices", "blend_sample_counts", "continue_blend",
+    "normalize_weights", "BlendedDataset",
 ]
 
 logger = get_logger(__name__)
@@ -182,6 +182,33 @@ class _Chunks:
             reruns += len(bad)
             start = self.end[:, bad - 1]
             self.commit(bad, start, *self.rerun(bad, start))
+
+
+def continue_blend(weights: Sequence[float], counts: list[int], num_samples: int) -> list[int]:
+    """Megatron's greedy blend continued for ``num_samples`` more draws from the cumulative ``counts``.
+
+    The rule of ``build_blending_indices`` one draw at a time: draw ``i`` (``i = sum(counts)``) goes to
+    ``argmax_d(w_d * max(i, 1) - counts[d])``, first maximum on ties. ``counts`` is updated in place; returns how
+    many of the new draws each component got. Python floats give the same IEEE values as the vectorised greedy.
+    """
+    if len(weights) == 1:
+        counts[0] += num_samples
+        return [num_samples]
+    w = [float(x) for x in weights]
+    out = [0] * len(w)
+    i = sum(counts)
+    rest = range(1, len(w))
+    for _ in range(num_samples):
+        x = float(max(i, 1))
+        best, top = 0, w[0] * x - counts[0]
+        for d in rest:  # strict comparison: the first maximum wins, as in Megatron's helper
+            err = w[d] * x - counts[d]
+            if err > top:
+                best, top = d, err
+        counts[best] += 1
+        out[best] += 1
+        i += 1
+    return out
 
 
 def build_blending_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.ndarray]:

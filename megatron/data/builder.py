@@ -20,8 +20,7 @@ from typing import Any, Optional, Protocol, Sequence
 import numpy as np
 
 from megatron.data.blending import BlendedDataset, blend_sample_counts, normalize_weights
-from megatron.data.config import Blend, DataConfig
-from megatron.data.gpt_indices import Split, split_document_ranges
+from megatron.data.config import Blend, DataConfig, Split, split_document_ranges
 from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
 from megatron.data.indexed_dataset import IndexedDataset
 from megatron.logging import get_logger, log_rank0

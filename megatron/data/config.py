@@ -8,13 +8,24 @@ size, sequence length vs. position embeddings) belong to ``megatron.config.valid
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import re
+from collections.abc import Sequence
 from typing import Literal, NamedTuple, Optional
 
-__all__ = ["DataConfig", "Blend", "parse_blend", "parse_split", "SPLIT_NAMES"]
+__all__ = ["DataConfig", "Blend", "Split", "parse_blend", "parse_split", "split_document_ranges", "SPLIT_NAMES"]
 
-SPLIT_NAMES = ("train", "valid", "test")
+
+class Split(enum.IntEnum):
+    """The three dataset splits; the value is the position in (train, valid, test) tuples."""
+
+    train = 0
+    valid = 1
+    test = 2
+
+
+SPLIT_NAMES = tuple(s.name for s in Split)
 
 
 class Blend(NamedTuple):
@@ -76,6 +87,26 @@ def parse_split(split: str, field: str = "split") -> tuple[float, float, float]:
     values += [0.0] * (3 - len(values))
     total = sum(values)
     return tuple(v / total for v in values)  # type: ignore[return-value]
+
+
+def split_document_ranges(
+    num_documents: int, fractions: Sequence[float]
+) -> list[Optional[tuple[int, int]]]:
+    """Document range ``[lo, hi)`` of each split (None for an empty split), as megatron-core computes it.
+
+    Cumulative bookends ``0, f0, f0+f1, f0+f1+f2`` (Python float sums) are scaled by ``num_documents`` and
+    rounded; a split whose bookends coincide gets None.
+    """
+    bookends = [0.0]
+    for fraction in fractions:
+        bookends.append(bookends[-1] + fraction)
+    ranges: list[Optional[tuple[int, int]]] = []
+    for lo, hi in zip(bookends[:-1], bookends[1:]):
+        if hi <= lo:
+            ranges.append(None)
+        else:
+            ranges.append((int(round(lo * float(num_documents))), int(round(hi * float(num_documents)))))
+    return ranges
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -7,49 +7,27 @@ and test datasets through the shared ``builder`` (which blends several files wit
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from typing import Any, Optional, Union
 
 import numpy as np
-import torch
 
 from megatron.data.blending import BlendedDataset
 from megatron.data.builder import build_datasets
-from megatron.data.config import DataConfig
+from megatron.data.cached_dataset import CachedIndexDataset, IndexParams
+from megatron.data.config import DataConfig, Split
 from megatron.data.forced_indices import load_forced_gpt_indices
-from megatron.data.gpt_indices import Split, build_gpt_indices
-from megatron.data.index_cache import IndexCache, fingerprint_lengths, load_or_build_indices
+from megatron.data.gpt_indices import build_gpt_indices
 from megatron.logging import get_logger, log_rank0
 
 __all__ = ["GPTDataset", "GPTIndexParams", "MockIndexedDataset", "build_gpt_datasets", "tokenizer_identity"]
 
 logger = get_logger(__name__)
 
-# Bump when the index semantics change, so old cache entries stop matching.
-INDEX_FORMAT_VERSION = 1
-_INDEX_NAMES = ("doc_index", "sample_index", "shuffle_index")
 
-
-@dataclasses.dataclass(frozen=True)
-class GPTIndexParams:
-    """Everything besides the file contents that determines a split's indices."""
-
-    path_prefix: str
-    """Dataset prefix (``.bin/.idx`` without suffix)."""
-    split: Split
-    """Which split this is (part of the cache file name)."""
-    document_range: tuple[int, int]
-    """The split's documents ``[lo, hi)``."""
-    num_samples: Optional[int]
-    """Requested samples (None: one epoch); ignored with ``exact_num_epochs``."""
-    seq_length: int
-    """Tokens per sample; samples hold ``seq_length + 1`` tokens."""
-    seed: int
-    """Seed of the shuffles."""
-    exact_num_epochs: Optional[int] = None
-    """Build exactly this many epochs (curriculum learning's analyzed training split)."""
+class GPTIndexParams(IndexParams):
+    """What determines a GPT split's document, sample and shuffle indices (``IndexParams``'s fields; samples hold
+    ``seq_length + 1`` tokens)."""
 
 
 def tokenizer_identity(tokenizer: Any) -> Any:
@@ -58,7 +36,7 @@ def tokenizer_identity(tokenizer: Any) -> Any:
     return json.loads(json.dumps(ids, sort_keys=True, default=str))
 
 
-class GPTDataset(torch.utils.data.Dataset):
+class GPTDataset(CachedIndexDataset):
     """Samples of one split of one indexed dataset.
 
     Item ``k`` is shuffled sample ``shuffle_index[k]``: a dict with ``tokens`` (int64 [seq_length + 1]: inputs
@@ -74,6 +52,10 @@ class GPTDataset(torch.utils.data.Dataset):
             ``forced_indices``; already checked against the data).
     """
 
+    KIND = "GPTDataset"
+    INDEX_NAMES = ("doc_index", "sample_index", "shuffle_index")
+    INDEX_FORMAT_VERSION = 1  # bump when the index semantics change, so old cache entries stop matching
+
     def __init__(
         self,
         indexed_dataset: Any,
@@ -83,41 +65,21 @@ class GPTDataset(torch.utils.data.Dataset):
         tokenizer_id: Any = None,
         indices: Optional[dict[str, np.ndarray]] = None,
     ) -> None:
-        self.indexed_dataset, self.params = indexed_dataset, params
+        super().__init__(indexed_dataset, params)
         lo, hi = params.document_range
         if not 0 <= lo < hi <= len(indexed_dataset.sequence_lengths):
             raise ValueError(
                 f"{params.path_prefix}: {params.split.name} split has documents [{lo}, {hi}) of "
                 f"{len(indexed_dataset.sequence_lengths)}; give it a larger share in 'split' or more data"
             )
-        self.cache = None if cache_dir is None or indices is not None else IndexCache(
-            cache_dir, "GPTDataset", params.split.name, self.unique_identifiers(tokenizer_id), _INDEX_NAMES
-        )
-        arrays, built = (indices, False) if indices is not None else load_or_build_indices(self.cache, self._build)
-        self._set_arrays(arrays)
-        self.built_indices = built  # False when they came from the cache
-        verb = "built" if built else "loaded"
+        self._load_indices(cache_dir, tokenizer_id, indices)
+        verb = "built" if self.built_indices else "loaded"
         log_rank0(logger, f"{verb} GPT {params.split.name} indices for {params.path_prefix}: {len(self)} samples, "
                           f"{len(self.doc_index) // (hi - lo)} epoch(s) of documents [{lo}, {hi})")
 
     def unique_identifiers(self, tokenizer_id: Any) -> dict[str, Any]:
         """The cache key's parameters: our index parameters, the data's lengths, the tokenizer."""
-        p = self.params
-        return {
-            "class": "GPTDataset",
-            "index_format": INDEX_FORMAT_VERSION,
-            "path_prefix": os.path.abspath(p.path_prefix),
-            "num_sequences": int(len(self.indexed_dataset.sequence_lengths)),
-            "sequence_lengths_md5": fingerprint_lengths(self.indexed_dataset.sequence_lengths),
-            "split": p.split.name,
-            "document_range": list(p.document_range),
-            "num_samples": None if p.exact_num_epochs is not None else p.num_samples,
-            "exact_num_epochs": p.exact_num_epochs,
-            "seq_length": p.seq_length,
-            "seed": p.seed,
-            "add_extra_token": 1,
-            "tokenizer": tokenizer_id,
-        }
+        return {**self._common_identifiers(tokenizer_id), "add_extra_token": 1}
 
     def _build(self) -> dict[str, np.ndarray]:
         p = self.params
@@ -125,11 +87,6 @@ class GPTDataset(torch.utils.data.Dataset):
         return build_gpt_indices(
             self.indexed_dataset.sequence_lengths, documents, p.seq_length, p.num_samples, p.seed, p.exact_num_epochs
         )
-
-    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.doc_index = arrays["doc_index"]
-        self.sample_index = arrays["sample_index"]
-        self.shuffle_index = arrays["shuffle_index"]
 
     def __len__(self) -> int:
         return len(self.shuffle_index)
@@ -158,22 +115,6 @@ class GPTDataset(torch.utils.data.Dataset):
             "dataset_id": 0,
             "dataset_sample_index": idx,
         }
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Memory-mapped indices travel to spawned workers as file names, not as copies of the arrays.
-        state = self.__dict__.copy()
-        if self.cache is not None and isinstance(self.shuffle_index, np.memmap):
-            for name in _INDEX_NAMES:
-                state[name] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.shuffle_index is None:
-            arrays = self.cache.load(verify=False)
-            if arrays is None:
-                raise FileNotFoundError(f"index cache {self.cache.stem} vanished from {self.cache.directory}")
-            self._set_arrays(arrays)
 
 
 class MockIndexedDataset:

@@ -10,14 +10,11 @@ and ``searchsorted`` instead of a per-sample loop.
 
 from __future__ import annotations
 
-import enum
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 __all__ = [
-    "Split",
-    "split_document_ranges",
     "num_epochs_for",
     "build_document_index",
     "build_sample_index",
@@ -29,34 +26,6 @@ __all__ = [
 # barely-started epoch does not mix its few samples into the earlier epochs.
 SEPARATE_LAST_EPOCH_THRESHOLD = 0.80
 _SEARCH_BLOCK = 1 << 24  # sample positions per searchsorted call (bounds temporary memory)
-
-
-class Split(enum.IntEnum):
-    """The three dataset splits; the value is the position in (train, valid, test) tuples."""
-
-    train = 0
-    valid = 1
-    test = 2
-
-
-def split_document_ranges(
-    num_documents: int, fractions: Sequence[float]
-) -> list[Optional[tuple[int, int]]]:
-    """Document range ``[lo, hi)`` of each split (None for an empty split), as megatron-core computes it.
-
-    Cumulative bookends ``0, f0, f0+f1, f0+f1+f2`` (Python float sums) are scaled by ``num_documents`` and
-    rounded; a split whose bookends coincide gets None.
-    """
-    bookends = [0.0]
-    for fraction in fractions:
-        bookends.append(bookends[-1] + fraction)
-    ranges: list[Optional[tuple[int, int]]] = []
-    for lo, hi in zip(bookends[:-1], bookends[1:]):
-        if hi <= lo:
-            ranges.append(None)
-        else:
-            ranges.append((int(round(lo * float(num_documents))), int(round(hi * float(num_documents)))))
-    return ranges
 
 
 def num_epochs_for(tokens_per_epoch: int, num_samples: Optional[int], seq_length: int) -> int:

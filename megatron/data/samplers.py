@@ -10,15 +10,12 @@ loader that runs the sampler ahead (worker prefetching) can still report the pos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-from megatron.data.config import DataConfig
-
-__all__ = ["MicroBatchIndices", "MegatronPretrainingSampler", "MegatronPretrainingRandomSampler",
-           "build_pretraining_data_loader"]
+__all__ = ["MicroBatchIndices", "MegatronPretrainingSampler", "MegatronPretrainingRandomSampler"]
 
 
 class MicroBatchIndices(list):
@@ -200,41 +197,3 @@ class MegatronPretrainingRandomSampler:
             raise ValueError(f"consumed_samples must be >= 0, got {consumed}")
         self._check_aligned(consumed)
         self.consumed_samples = consumed
-
-
-def build_pretraining_data_loader(
-    dataset: Any,
-    consumed_samples: int,
-    cfg: DataConfig,
-    *,
-    micro_batch_size: int,
-    data_parallel_rank: int,
-    data_parallel_size: int,
-    seed: int,
-    collate_fn: Callable[[list[Any]], Any],
-    generator: Optional[torch.Generator] = None,
-) -> Optional[torch.utils.data.DataLoader]:
-    """A ``DataLoader`` over ``dataset`` with the sampler chosen by ``cfg.dataloader_type`` (None for no dataset).
-
-    The sampler is reachable as ``loader.batch_sampler`` (its ``state_dict`` is the resume position; note that
-    worker prefetching runs it ahead of training, so checkpoint the trainer's own consumed-sample count).
-    """
-    if dataset is None:
-        return None
-    if cfg.dataloader_type == "single":
-        sampler: Any = MegatronPretrainingSampler(
-            len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
-        )
-    else:
-        sampler = MegatronPretrainingRandomSampler(
-            len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size, seed=seed
-        )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        collate_fn=collate_fn,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=cfg.num_workers > 0,
-        generator=generator,
-    )

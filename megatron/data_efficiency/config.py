@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from megatron.data_efficiency.config_parsing import ConfigKeyError, from_mapping, require
 
@@ -22,6 +22,9 @@ __all__ = [
     "DifficultyType",
     "ClusteringType",
     "ScheduleType",
+    "ModelType",
+    "HiddenStateOrder",
+    "RandomLTDScheduleType",
     "SEQLEN_METRICS",
     "ScheduleConfig",
     "CurriculumMetricConfig",
@@ -42,6 +45,11 @@ __all__ = [
 DifficultyType = Literal["value", "percentile"]
 ClusteringType = Literal["single_cluster", "schedule_based"]
 ScheduleType = Literal["fixed_linear", "fixed_root", "fixed_discrete", "custom"]
+# Random-LTD: the layer kind (decoder: causal mask sliced top-left; encoder: mask gathered by rows and columns), the
+# hidden-state layout ([b, s, h] or Megatron's [s, b, h]) and the kept-token schedule (DeepSpeed has fixed_linear).
+ModelType = Literal["decoder", "encoder"]
+HiddenStateOrder = Literal["batch_seq_dim", "seq_batch_dim"]
+RandomLTDScheduleType = Literal["fixed_linear"]
 
 # Metric names Megatron-DeepSpeed's GPT post-processing matches literally: they change the batch's sequence length
 # instead of selecting samples, so they need no analysis files.
@@ -278,12 +286,14 @@ class RandomLTDScheduleConfig:
     """Kept tokens at step 0."""
     max_value: int
     """Kept tokens once the schedule ends (normally the sequence length)."""
-    schedule_type: Literal["fixed_linear"]
+    schedule_type: RandomLTDScheduleType
     """Only fixed_linear exists in DeepSpeed."""
     schedule_config: RandomLTDScheduleSettings
     """require_steps and seq_per_step."""
 
     def __post_init__(self) -> None:
+        require(self.schedule_type in get_args(RandomLTDScheduleType), "schedule_type",
+                f"{self.schedule_type!r} is not one of {list(get_args(RandomLTDScheduleType))}")
         require(self.min_value >= 1, "min_value", f"must keep at least 1 token, got {self.min_value}")
         require(self.min_value <= self.max_value, "min_value",
                  f"{self.min_value} is greater than max_value {self.max_value}")
@@ -310,7 +320,11 @@ class LayerTokenLRScheduleConfig:
 
 @dataclass(kw_only=True)
 class RandomLTDConfig:
-    """``data_routing.random_ltd``: which layers drop tokens and how many tokens they keep."""
+    """``data_routing.random_ltd``: which layers drop tokens and how many tokens they keep.
+
+    The one random-LTD config: the JSON block parses into it, and ``routing.RandomLTDScheduler`` and
+    ``routing.wrap_layers`` take it as it is. Its ``__post_init__`` is the one place that checks the layer ids.
+    """
 
     enabled: bool = False
     """Turn random layerwise token dropping on."""
@@ -319,12 +333,12 @@ class RandomLTDConfig:
     random_ltd_layer_num: int | None = None
     """How many layers drop tokens; must equal len(random_ltd_layer_id)."""
     random_ltd_layer_id: list[int] | None = None
-    """0-based ids of the token-dropping layers (the recipes use 1..L-2)."""
+    """0-based ids of the token-dropping layers (the recipes use 1..L-2: first and last layer keep all tokens)."""
     model_mask_name: str | None = None
     """Keyword name of the attention mask argument of a layer (Megatron: attention_mask)."""
-    model_type: Literal["decoder", "encoder"] | None = None
+    model_type: ModelType | None = None
     """decoder: causal mask sliced top-left; encoder: mask gathered by rows and columns."""
-    hidden_state_order: Literal["batch_seq_dim", "seq_batch_dim"] | None = None
+    hidden_state_order: HiddenStateOrder | None = None
     """Layout of hidden states: [b, s, h] or [s, b, h] (Megatron)."""
     random_ltd_schedule: RandomLTDScheduleConfig | None = None
     """Kept-token schedule."""
@@ -341,36 +355,16 @@ class RandomLTDConfig:
         require(self.total_layer_num >= 1, "total_layer_num", f"must be >= 1, got {self.total_layer_num}")
         require(self.random_ltd_layer_num == len(ids), "random_ltd_layer_num",
                  f"{self.random_ltd_layer_num} does not match the {len(ids)} ids in random_ltd_layer_id")
+        require(len(ids) >= 1, "random_ltd_layer_id", "is empty; name at least one layer (the recipes use 1..L-2)")
         require(len(set(ids)) == len(ids), "random_ltd_layer_id", f"contains duplicates: {ids}")
         for i, layer in enumerate(ids):
             require(0 <= layer < self.total_layer_num, f"random_ltd_layer_id[{i}]",
                      f"layer {layer} is outside [0, total_layer_num) = [0, {self.total_layer_num})")
 
-    def to_schedule_config(self):
-        """The routing room's ``RandomLTDRoutingConfig`` (what ``RandomLTDScheduler``/``wrap_layers`` take).
-
-        Raises:
-            ValueError: random_ltd is not enabled (the section may then be incomplete).
-        """
-        from megatron.data_efficiency.routing.scheduler import (
-            RandomLTDSchedule,
-            RandomLTDRoutingConfig,
-            RandomLTDScheduleSteps,
-        )
-
-        if not self.enabled:
-            raise ValueError("data_efficiency.data_routing.random_ltd.enabled is false; there is no schedule to build")
-        sched = self.random_ltd_schedule
-        return RandomLTDRoutingConfig(
-            total_layer_num=self.total_layer_num, random_ltd_layer_num=self.random_ltd_layer_num,
-            random_ltd_layer_id=list(self.random_ltd_layer_id), model_mask_name=self.model_mask_name,
-            model_type=self.model_type, hidden_state_order=self.hidden_state_order,
-            random_ltd_schedule=RandomLTDSchedule(
-                min_value=sched.min_value, max_value=sched.max_value, schedule_type=sched.schedule_type,
-                schedule_config=RandomLTDScheduleSteps(require_steps=sched.schedule_config.require_steps,
-                                                       seq_per_step=sched.schedule_config.seq_per_step),
-            ),
-        )
+    @property
+    def layer_ids(self) -> list[int]:
+        """The token-dropping layers in ascending order (the order the wrapped layers run in)."""
+        return sorted(self.random_ltd_layer_id or [])
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,8 @@ from typing import Any, Iterator, Literal
 import torch
 from torch import nn
 
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
 from megatron.logging import get_logger
 from megatron.model.bert import BertModel
 from megatron.model.config import TransformerConfig

@@ -17,8 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from megatron.data.tokenizer import MegatronTokenizer, TokenizerConfig, build_tokenizer, default_gpt2_vocab_files
-from megatron.data.tokenizer_hf import resolve_hf_tokenizer_file
+from megatron.data.tokenizers.base import MegatronTokenizer
+from megatron.data.tokenizers.bpe import default_gpt2_vocab_files
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
+from megatron.data.tokenizers.hf import resolve_hf_tokenizer_file
 from megatron.logging import get_logger
 
 __all__ = ["export_tokenizer", "import_tokenizer", "TOKENIZER_SUBDIR"]

@@ -35,7 +35,8 @@ import torch
 from megatron.config import flag_name
 from megatron.data.bert_dataset import BertDataConfig
 from megatron.data.config import DataConfig
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
 from megatron.interop.checkpoint import (
     ModelSpec, ModelType, build_meta_model, partition_dims, read_megatron_checkpoint, resize_vocab, split_shards,
     staged_output, write_release_checkpoint,

@@ -37,7 +37,8 @@ from typing import Any, Literal
 import torch
 
 from megatron.config import dataclass_to_dict
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
 from megatron.interop.checkpoint import (
     ModelSpec, ModelType, _check_against_model, build_meta_model, merge_shards, partition_dims, resize_vocab,
     split_shards, staged_output, write_release_checkpoint,

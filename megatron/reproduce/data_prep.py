@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from megatron.data.corpora import corpus_documents, read_jsonl_texts, write_jsonl
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.preprocessing.corpora import corpus_documents, read_jsonl_texts, write_jsonl
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.reproduce.commands import read_json, run_step, write_json
 from megatron.reproduce.proxy_tasks import build_gpt_proxy_tasks
 from megatron.reproduce.recipes import Scale

@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from typing import Callable, Sequence
 
-from megatron.data.sentence_splitter import split_sentences
+from megatron.data.preprocessing.sentence_splitter import split_sentences
 
 __all__ = ["PROXY_TASKS", "build_gpt_proxy_tasks"]
 

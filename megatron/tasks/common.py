@@ -23,8 +23,9 @@ from torch import nn
 
 from megatron.config import dataclass_from_namespace, flag_name
 from megatron.data.config import DataConfig
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
-from megatron.data.tokenizer_base import MegatronTokenizer
+from megatron.data.tokenizers.base import MegatronTokenizer
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
 from megatron.logging import get_logger, log_rank0, setup_logging
 from megatron.model.bert import BertModel
 from megatron.model.config import TransformerConfig

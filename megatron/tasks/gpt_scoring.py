@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from megatron.data.tokenizer_base import MegatronTokenizer
+from megatron.data.tokenizers.base import MegatronTokenizer
 from megatron.parallel.mappings import gather_from_tensor_model_parallel_region
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

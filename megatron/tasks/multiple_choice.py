@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from megatron.data.tokenizer_base import MegatronTokenizer
+from megatron.data.tokenizers.base import MegatronTokenizer
 from megatron.logging import get_logger, log_rank0
 from megatron.tasks.common import TaskContext, TaskResult
 from megatron.tasks.gpt_scoring import Request, encode_pair, score_shard, sum_over_ranks

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from megatron.data.corpora import kjv_verse_rows
+from megatron.data.preprocessing.corpora import kjv_verse_rows
 
 __all__ = ["Verse", "kjv_verses", "PROXY_TASKS", "GLUE_DIRS", "write_proxy_glue"]
 

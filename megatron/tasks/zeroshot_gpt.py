@@ -14,7 +14,7 @@ import math
 import re
 from typing import Callable
 
-from megatron.data.tokenizer_base import MegatronTokenizer
+from megatron.data.tokenizers.base import MegatronTokenizer
 from megatron.logging import get_logger, log_rank0
 from megatron.tasks.common import TaskContext, TaskResult, jsonl_rows
 from megatron.tasks.gpt_scoring import Request, score_shard, sum_over_ranks

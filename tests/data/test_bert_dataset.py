@@ -27,7 +27,8 @@ from megatron.data.bert_dataset import BertDataConfig, BertDataset, build_bert_d
 from megatron.data.bert_indices import Mt19937_64, _shuffle_order, build_bert_sample_index, short_sequence_ratio
 from megatron.data.config import DataConfig
 from megatron.data.indexed_dataset import IndexedDataset
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 ARRAYS = ("tokens", "types", "labels", "padding_mask", "loss_mask")
@@ -344,6 +345,21 @@ def test_deterministic_and_cached(corpus, tmp_path):
     assert other.built_indices
     assert not np.array_equal(stacked(other, 20)["tokens"], a["tokens"][:20])
     assert not np.array_equal(a["tokens"][0], a["tokens"][1])
+
+
+def test_pickles_as_file_references(corpus, tmp_path):
+    """A cached BERT dataset pickles (for spawned loader workers) as its cache entry's file names, not a copy of
+    the memory-mapped sample index, and serves identical items after unpickling (the shared cached-index base)."""
+    import pickle
+
+    ds, _, _ = build(corpus, tmp_path, (2000, 10, 10))
+    blob = pickle.dumps(ds)
+    assert isinstance(ds.sample_index, np.memmap) and len(blob) < ds.sample_index.nbytes
+    clone = pickle.loads(blob)
+    assert isinstance(clone.sample_index, np.memmap)
+    for k in (0, 7, len(ds) - 1):
+        for key, value in ds[k].items():
+            np.testing.assert_array_equal(clone[k][key], value)
 
 
 def test_without_binary_head(corpus, tmp_path):

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from megatron.data import blending
-from megatron.data.blending import BlendedDataset, blend_sample_counts, build_blending_indices, normalize_weights
+from megatron.data.blending import (
+    BlendedDataset,
+    blend_sample_counts,
+    build_blending_indices,
+    continue_blend,
+    normalize_weights,
+)
 from megatron.data.config import DataConfig
 from megatron.data.gpt_dataset import build_gpt_datasets
 from megatron.data.indexed_dataset import write_dataset
@@ -90,6 +96,21 @@ MCORE_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.skipif(not (MCORE / "megatron" / "core").is_dir(), reason="megatron-core side install .venv/mcore absent")
+@pytest.mark.parametrize("weights", [[1.0], [0.5, 0.3, 0.2], [0.7, 0.1, 0.1, 0.05, 0.05]])
+def test_continued_greedy_is_the_same_rule(weights):
+    """continue_blend, fed batch after batch of uneven sizes (the curriculum sampler's use), splits every prefix of
+    the stream exactly as build_blending_indices does: one greedy rule, drawn incrementally or at once."""
+    w = normalize_weights(weights)
+    dataset_index, _ = build_blending_indices(w, 700)
+    counts, done = [0] * len(w), 0
+    for size in [1, 7, 64, 3, 125, 200, 300]:
+        split = continue_blend(w.tolist(), counts, size)
+        want = np.bincount(dataset_index[done : done + size], minlength=len(w)).tolist()
+        assert split == want and sum(split) == size
+        done += size
+    assert counts == np.bincount(dataset_index, minlength=len(w)).tolist()
+
+
 def test_equals_megatron_core_cpp_helper():
     """For realistic sizes (default chunking, several hundred chunks) the indices equal megatron-core's
     compiled build_blending_indices bit for bit."""

@@ -10,9 +10,8 @@ import pytest
 
 from megatron.data import builder
 from megatron.data.builder import EmptySplitError
-from megatron.data.config import DataConfig
+from megatron.data.config import DataConfig, Split
 from megatron.data.gpt_dataset import build_gpt_datasets
-from megatron.data.gpt_indices import Split
 from megatron.data.indexed_dataset import IndexedDataset, write_dataset
 
 

@@ -25,7 +25,8 @@ from megatron.data.forced_indices import (
     write_mds_gpt_indices,
 )
 from megatron.data.gpt_dataset import build_gpt_datasets
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 
 
 def _gpt(corpus, tmp_path: Path, seq: int = 32, **data):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megatron.data.config import DataConfig
+from megatron.data.config import DataConfig, Split, split_document_ranges
 from megatron.data.gpt_dataset import GPTDataset, GPTIndexParams, MockIndexedDataset, build_gpt_datasets
-from megatron.data.gpt_indices import Split, build_gpt_indices, split_document_ranges
+from megatron.data.gpt_indices import build_gpt_indices
 from megatron.data.indexed_dataset import IndexedDataset, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -230,7 +230,8 @@ def test_corrupt_cache_is_rebuilt(tmp_path, damage):
 def test_build_gpt_datasets_on_real_text(toy_gpt2_dataset, tmp_path):
     """On the GPT-2-tokenized KJV corpus with the real tokenizer: three splits of the requested sizes with
     seq_length+1 token samples from the vocabulary, documents ending in EOD, cache written to data_cache_path."""
-    from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+    from megatron.data.tokenizers.build import build_tokenizer
+    from megatron.data.tokenizers.config import TokenizerConfig
 
     tokenizer = build_tokenizer(TokenizerConfig())
     cfg = DataConfig(data_path=[toy_gpt2_dataset], split="90,5,5", seq_length=64, data_cache_path=str(tmp_path))

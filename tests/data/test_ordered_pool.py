@@ -1,5 +1,5 @@
-"""``megatron.data.ordered_pool.OrderedPool``: results in input order, worker failures raised instead of waited for,
-and a shut-down that never hangs, whatever killed the workers and when."""
+"""``megatron.data.preprocessing.ordered_pool.OrderedPool``: results in input order, worker failures raised instead
+of waited for, and a shut-down that never hangs, whatever killed the workers and when."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from megatron.data.ordered_pool import OrderedPool, WorkerError
+from megatron.data.preprocessing.ordered_pool import OrderedPool, WorkerError
 
 pytestmark = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 CTX = multiprocessing.get_context("fork")
@@ -128,7 +128,7 @@ def test_workers_of_a_sigkilled_parent_exit_on_their_own(tmp_path):
         import multiprocessing, sys, time
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_ordered_pool import _pid_setup
-        from megatron.data.ordered_pool import OrderedPool, WorkerError
+        from megatron.data.preprocessing.ordered_pool import OrderedPool, WorkerError
         pool = OrderedPool(multiprocessing.get_context("fork"), 2, _pid_setup)
         print(*sorted(set(pool.imap(range(4)))), flush=True)
         time.sleep(120)

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
-import torch
 
-from megatron.data.batch import build_gpt_batch
-from megatron.data.config import DataConfig
-from megatron.data.samplers import (
-    MegatronPretrainingRandomSampler,
-    MegatronPretrainingSampler,
-    build_pretraining_data_loader,
-)
+from megatron.data.samplers import MegatronPretrainingRandomSampler, MegatronPretrainingSampler
 
 
 def _all_ranks(make, dp):
@@ -110,27 +102,3 @@ def test_cyclic_sampler_requires_aligned_resume_point():
     sampler = MegatronPretrainingRandomSampler(100, 0, 2, 0, 2)
     with pytest.raises(ValueError, match="multiple"):
         sampler.load_state_dict({"consumed_samples": 6})
-
-
-class _Dataset(torch.utils.data.Dataset):
-    def __len__(self):
-        return 40
-
-    def __getitem__(self, i):
-        return {"tokens": np.full(9, i, dtype=np.int64), "dataset_id": 0, "dataset_sample_index": i}
-
-
-@pytest.mark.parametrize("dataloader_type", ["single", "cyclic"])
-def test_data_loader_batches_follow_the_sampler(dataloader_type):
-    """build_pretraining_data_loader collates the sampler's micro-batches into GPT batches on this rank."""
-    cfg = DataConfig(seq_length=8, num_workers=0, dataloader_type=dataloader_type)
-    loader = build_pretraining_data_loader(
-        _Dataset(), 8, cfg, micro_batch_size=2, data_parallel_rank=1, data_parallel_size=2, seed=3,
-        collate_fn=lambda samples: build_gpt_batch(samples, 0, cfg),
-    )
-    batch = next(iter(loader))
-    assert batch["tokens"].shape == (2, 8) and batch["dataset_sample_index"].tolist() == batch["tokens"][:, 0].tolist()
-    if dataloader_type == "single":
-        assert batch["dataset_sample_index"].tolist() == [10, 11]
-    assert build_pretraining_data_loader(None, 0, cfg, micro_batch_size=1, data_parallel_rank=0,
-                                         data_parallel_size=1, seed=0, collate_fn=list) is None

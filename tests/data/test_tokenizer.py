@@ -1,31 +1,31 @@
-"""Tokenizers (``megatron.data.tokenizer``): Megatron semantics, exact GPT-2 ids, padding rule, config errors.
+"""Tokenizers (``megatron.data.tokenizers``): Megatron semantics, exact GPT-2 ids, padding rule, config errors.
 
 GPT-2 ids are checked against hard-coded known ids and against an independent implementation (HF ``tokenizers``
 BPE built from the same files). SentencePiece and HF ``tokenizer.json`` files are trained in a temp dir with
-``megatron.data.tokenizer_training`` (the library behind ``tools/train_tokenizer.py``) and loaded back.
+``megatron.data.preprocessing.tokenizer_training`` (the library behind ``tools/train_tokenizer.py``) and loaded back.
 """
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import pickle
 import shutil
+import typing
+from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
-from megatron.data import tokenizer_bpe
-from megatron.data.corpora import kjv_documents, write_jsonl
-from megatron.data.tokenizer import (
-    TokenizerConfig,
-    build_tokenizer,
-    default_gpt2_vocab_files,
-    padded_vocab_size,
-)
-from megatron.data.tokenizer_training import TokenizerTrainingConfig, train_tokenizer
+from megatron.data.preprocessing.corpora import kjv_documents, write_jsonl
+from megatron.data.preprocessing.tokenizer_training import TokenizerTrainingConfig, train_tokenizer
+from megatron.data.tokenizers import bpe as tokenizer_bpe
+from megatron.data.tokenizers.bpe import default_gpt2_vocab_files
+from megatron.data.tokenizers.build import TOKENIZER_FAMILIES, build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, TokenizerType, padded_vocab_size
 
 KNOWN_TEXT = "Hello world! The quick brown fox jumps over the lazy dog."
 KNOWN_IDS = [15496, 995, 0, 383, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]
@@ -135,6 +135,42 @@ def test_gpt2_pickle_rebuilds(gpt2):
     clone = pickle.loads(pickle.dumps(gpt2))
     assert clone.tokenize(TRICKY[6]) == gpt2.tokenize(TRICKY[6])
     assert clone.unique_identifiers == gpt2.unique_identifiers
+
+
+def test_every_tokenizer_type_has_a_family():
+    """build_tokenizer's table covers exactly the --tokenizer-type choices, each family building from a config."""
+    assert set(TOKENIZER_FAMILIES) == set(typing.get_args(TokenizerType))
+    assert all(callable(getattr(cls, "from_config", None)) for cls in TOKENIZER_FAMILIES.values())
+
+
+def test_null_tokenizer_pickles_through_its_family():
+    """Pickling goes through the family's from_config (no detour through build_tokenizer), so errors stay its own."""
+    tok = build_tokenizer(TokenizerConfig(tokenizer_type="NullTokenizer", vocab_size=7))
+    clone = pickle.loads(pickle.dumps(tok))
+    assert type(clone) is type(tok) and clone.tokenize("1 2 6") == [1, 2, 6] and clone.eod == 7
+
+
+def test_tokenizer_modules_import_no_cycle():
+    """The tokenizer room's modules import each other along a DAG (the old tokenizer <-> base cycle is gone)."""
+    room = Path(tokenizer_bpe.__file__).parent
+    edges: dict[str, set[str]] = {}
+    for path in room.glob("*.py"):
+        edges[path.stem] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("megatron.data.tokenizers."):
+                edges[path.stem].add(node.module.rsplit(".", 1)[1])
+    done: set[str] = set()
+
+    def visit(mod: str, stack: tuple[str, ...]) -> None:
+        assert mod not in stack, f"import cycle: {' -> '.join(stack + (mod,))}"
+        if mod not in done:
+            for dep in edges.get(mod, ()):
+                visit(dep, stack + (mod,))
+            done.add(mod)
+
+    for mod in edges:
+        visit(mod, ())
+    assert edges["config"] == set() and "build" not in set().union(*(e for m, e in edges.items() if m != "build"))
 
 
 def test_gpt2_reference_engine_agrees_with_tiktoken(monkeypatch, gpt2, kjv_text):

@@ -154,8 +154,8 @@ def test_fixed_discrete_and_random_ltd_checks():
     ltd["random_ltd_layer_id"] = [1, 2]
     cfg = parse_data_efficiency_config({"enabled": True, "data_routing": {"enabled": True, "random_ltd": ltd}})
     assert cfg.random_ltd_enabled and cfg.data_routing.random_ltd.random_ltd_schedule.schedule_config.seq_per_step == 8
-    routing = cfg.data_routing.random_ltd.to_schedule_config()  # the routing room's dataclass, same values
-    assert (routing.random_ltd_layer_id, routing.random_ltd_schedule.max_value) == ([1, 2], 64)
+    routing = cfg.data_routing.random_ltd  # what the routing room's scheduler and wrapper take, as parsed
+    assert (routing.layer_ids, routing.random_ltd_schedule.max_value) == ([1, 2], 64)
     assert routing.random_ltd_schedule.schedule_config.require_steps == 10
 
 

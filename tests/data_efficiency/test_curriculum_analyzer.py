@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from megatron.data.indexed_dataset import DType, IndexedDataset
-from megatron.data_efficiency.curriculum.analyzer import (
-    AnalyzerOptions,
-    analyze,
-    output_prefix,
-    read_flat,
-    run_map,
-    run_reduce,
-)
+from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, run_map, run_reduce
+from megatron.data_efficiency.curriculum.index_files import output_prefix, read_flat
 from megatron.data_efficiency.curriculum.metrics import Metric, resolve_metric, seqlen_coefficient, vocab_rarity_table
 
 VOCAB, LENGTH, PAD = 97, 17, 0

@@ -11,7 +11,8 @@ import torch
 
 from megatron.data.blending import build_exhaustive_blending_indices
 from megatron.data_efficiency.config import parse_data_efficiency_config
-from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze, output_prefix
+from megatron.data_efficiency.curriculum.analyzer import AnalyzerOptions, analyze
+from megatron.data_efficiency.curriculum.index_files import output_prefix
 from megatron.data_efficiency.curriculum.sampler import (
     CurriculumSampler,
     DatasetLayout,
@@ -301,7 +302,7 @@ def test_auto_commit_checkpoints_the_batch_handed_out(data):
     run = build_curriculum_sampler(cfg, ds, **kw)
     it = iter(run)
     handed = [next(it) for _ in range(2 * 7 + 1)]  # 7 global batches and the first micro-batch of the 8th
-    assert run.curriculum_step == 7 and run.last_drawn.curriculum_step == 8
+    assert run.curriculum_step == 7 and handed[-1].info["batch"]["curriculum_step"] == 8  # travels with the batch
     resumed = build_curriculum_sampler(cfg, ds, **kw)
     resumed.load_state_dict(run.state_dict())
     assert next(iter(resumed)) == handed[-1]

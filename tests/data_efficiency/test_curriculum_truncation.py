@@ -96,7 +96,8 @@ def _metric(name):
 @pytest.mark.parametrize(("source", "mode"), [("seqlen_truncate", "truncate"), ("seqlen_reshape", "reshape"),
                                               ("legacy", "truncate")])
 def test_seqlen_curriculum_from_config(text, source, mode):
-    """The metric name (or the legacy block) picks the mode; the length follows the schedule, capped at seq_length."""
+    """The metric name (or the legacy block) picks the mode; a metric's length is the difficulty its batch was drawn
+    with (one schedule: the sampler's), the legacy warm-up paces itself; lengths are capped at seq_length."""
     if source == "legacy":
         cfg = parse_data_efficiency_config({"curriculum_learning": {"enabled": True, "curriculum_type": "seqlen",
                                             **{k: v for k, v in _metric(source).items() if "type" not in k
@@ -106,7 +107,15 @@ def test_seqlen_curriculum_from_config(text, source, mode):
             "enabled": True, "curriculum_metrics": {source: _metric(source)}}}})
     cur = SeqlenCurriculum.from_config(cfg, seq_length=16)
     assert cur.mode == mode
-    assert [cur.seqlen(t) for t in (1, 2, 3, 5, 10)] == [4, 8, 12, 16, 16]
-    batch, n = cur.apply(_batch_from_text(text), 2)
+    if source == "legacy":  # no sampler draws its batches: the warm-up paces itself
+        assert [cur.seqlen(cur.warmup_difficulties(t)) for t in (1, 2, 3, 5, 10)] == [4, 8, 12, 16, 16]
+    else:  # one schedule, the sampler's: the length is the difficulty the batch was drawn with
+        assert cur.warmup is None and cur.metric == source
+        with pytest.raises(ValueError, match="paced by the curriculum sampler"):
+            cur.warmup_difficulties(1)
+    assert [cur.seqlen({cur.metric: d}) for d in (4, 8, 16, 24)] == [4, 8, 16, 16]
+    batch, n = cur.apply(_batch_from_text(text), {cur.metric: 8, "vocab_rarity": 3})
     assert batch["tokens"].shape[1] == 8 and n == batch["tokens"].numel()
+    with pytest.raises(KeyError, match=cur.metric):
+        cur.seqlen({"vocab_rarity": 3})
     assert SeqlenCurriculum.from_config(parse_data_efficiency_config({}), seq_length=16) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 import torch
@@ -13,14 +14,8 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from dist_utils import all_gather_cat, run_distributed
-from megatron.data_efficiency.routing import (
-    RandomLTDLayer,
-    RandomLTDRoutingConfig,
-    RandomLTDSchedule,
-    RandomLTDScheduler,
-    RandomLTDScheduleSteps,
-    wrap_layers,
-)
+from megatron.data_efficiency.config import RandomLTDConfig, RandomLTDScheduleConfig, RandomLTDScheduleSettings
+from megatron.data_efficiency.routing import RandomLTDLayer, RandomLTDScheduler, wrap_layers
 from megatron.kernels.random_ltd import sample_tokens
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel
@@ -39,11 +34,12 @@ ATOL, RTOL = 1e-5, 1e-5
 
 def _scheduler(num_layers: int, ids: list[int], min_value: int, max_value: int | None = None,
                require_steps: int = 1, seq_per_step: int = 1) -> RandomLTDScheduler:
-    return RandomLTDScheduler(RandomLTDRoutingConfig(
-        total_layer_num=num_layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
-        random_ltd_schedule=RandomLTDSchedule(
-            min_value=min_value, max_value=min_value if max_value is None else max_value,
-            schedule_config=RandomLTDScheduleSteps(require_steps=require_steps, seq_per_step=seq_per_step),
+    return RandomLTDScheduler(RandomLTDConfig(
+        enabled=True, total_layer_num=num_layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
+        model_mask_name="attention_mask", model_type="decoder", hidden_state_order="seq_batch_dim",
+        random_ltd_schedule=RandomLTDScheduleConfig(
+            min_value=min_value, max_value=min_value if max_value is None else max_value, schedule_type="fixed_linear",
+            schedule_config=RandomLTDScheduleSettings(require_steps=require_steps, seq_per_step=seq_per_step),
         ),
     ))
 
@@ -430,17 +426,13 @@ def test_tensor_parallel_random_ltd_matches_single_process():
 # --------------------------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("ids, match", [
-    ([0, 4], r"layer_ids \[4\] are not layer indices in \[0, 4\)"),
-    ([-1, 2], r"layer_ids \[-1\] are not layer indices"),
-    ([1, 1], r"repeat \[1\]"),
-    ([], r"layer_ids is empty"),
-    ([1, 3], r"random_ltd_layer_id=\[1, 2\]"),
-])
-def test_bad_layer_ids_raise_value_error(ids, match):
-    """Out-of-range, repeated, empty, or scheduler-inconsistent layer ids are a ValueError naming the values."""
+@pytest.mark.parametrize("ids", [[0, 4], [-1, 2], [1, 1], [], [1, 3]])
+def test_layer_ids_other_than_the_configs_raise_value_error(ids):
+    """Layer ids that are not the scheduler config's (out of range, repeated, empty, other layers) are a ValueError
+    naming both lists; the config itself is where the id rules are checked (test_random_ltd_scheduler.py)."""
     model = _gpt()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=rf"wraps layers {re.escape(str(sorted(ids)))} of 4, .*"
+                                         r"random_ltd_layer_id=\[1, 2\] of total_layer_num=4; make them agree"):
         wrap_layers(model.layers, ids, _scheduler(4, [1, 2], 4), model.rng_tracker)
 
 

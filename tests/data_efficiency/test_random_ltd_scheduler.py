@@ -8,25 +8,30 @@ import io
 import pytest
 import torch
 
-from megatron.data_efficiency.routing.scheduler import (
-    RandomLTDRoutingConfig,
-    RandomLTDSchedule,
-    RandomLTDScheduler,
-    RandomLTDScheduleSteps,
-    kept_tokens_fixed_linear,
+from megatron.data_efficiency.config import (
+    RandomLTDConfig,
+    RandomLTDScheduleConfig,
+    RandomLTDScheduleSettings,
+    parse_data_efficiency_config,
 )
+from megatron.data_efficiency.routing.scheduler import RandomLTDScheduler, kept_tokens_fixed_linear
 
 
 def _config(min_value=128, max_value=2048, require_steps=200_000, seq_per_step=16, layers=24, ltd_ids=None):
     ids = list(range(1, layers - 1)) if ltd_ids is None else ltd_ids
-    return RandomLTDRoutingConfig(
+    return RandomLTDConfig(
+        enabled=True,
         total_layer_num=layers,
         random_ltd_layer_num=len(ids),
         random_ltd_layer_id=ids,
-        random_ltd_schedule=RandomLTDSchedule(
+        model_mask_name="attention_mask",
+        model_type="decoder",
+        hidden_state_order="seq_batch_dim",
+        random_ltd_schedule=RandomLTDScheduleConfig(
             min_value=min_value,
             max_value=max_value,
-            schedule_config=RandomLTDScheduleSteps(require_steps=require_steps, seq_per_step=seq_per_step),
+            schedule_type="fixed_linear",
+            schedule_config=RandomLTDScheduleSettings(require_steps=require_steps, seq_per_step=seq_per_step),
         ),
     )
 
@@ -114,11 +119,12 @@ def test_state_dict_resume_matches_uninterrupted_run():
     "kwargs, match",
     [
         (dict(min_value=0), "min_value"),
-        (dict(min_value=600, max_value=512), "min_value <= max_value"),
+        (dict(min_value=600, max_value=512), "min_value: 600 is greater than max_value 512"),
         (dict(require_steps=0), "require_steps"),
         (dict(seq_per_step=0), "seq_per_step"),
         (dict(ltd_ids=[0, 24]), "random_ltd_layer_id"),
         (dict(ltd_ids=[3, 3]), "random_ltd_layer_id"),
+        (dict(ltd_ids=[]), "random_ltd_layer_id: is empty"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, match):
@@ -127,18 +133,20 @@ def test_config_validation_names_the_field(kwargs, match):
         _config(**kwargs)
 
 
-def test_config_accepts_deepspeed_nested_dicts_and_checks_layer_count():
-    """The nested random_ltd_schedule / schedule_config dicts of the DeepSpeed JSON build the dataclasses; a layer
-    count that disagrees with the id list is an error."""
-    cfg = RandomLTDRoutingConfig(
-        total_layer_num=12,
-        random_ltd_layer_num=2,
-        random_ltd_layer_id=[5, 2],
-        random_ltd_schedule={"min_value": 64, "max_value": 256, "schedule_type": "fixed_linear",
-                             "schedule_config": {"require_steps": 10, "seq_per_step": 8}},
-    )
-    assert cfg.random_ltd_layer_id == [2, 5]
-    assert RandomLTDScheduler(cfg).kept_tokens(5) == 160
+def test_scheduler_takes_the_parsed_json_block_and_checks_layer_count():
+    """The parsed data_routing.random_ltd block is what the scheduler takes (no copy into a second config class);
+    its layer ids keep their JSON order and ``layer_ids`` sorts them; a layer count that disagrees with the id list
+    is an error; a disabled block builds no scheduler."""
+    block = {"enabled": True, "total_layer_num": 12, "random_ltd_layer_num": 2, "random_ltd_layer_id": [5, 2],
+             "model_mask_name": "attention_mask", "model_type": "decoder", "hidden_state_order": "seq_batch_dim",
+             "random_ltd_schedule": {"min_value": 64, "max_value": 256, "schedule_type": "fixed_linear",
+                                     "schedule_config": {"require_steps": 10, "seq_per_step": 8}}}
+    cfg = parse_data_efficiency_config(
+        {"enabled": True, "data_routing": {"enabled": True, "random_ltd": block}}).data_routing.random_ltd
+    assert cfg.random_ltd_layer_id == [5, 2] and cfg.layer_ids == [2, 5]
+    sched = RandomLTDScheduler(cfg)
+    assert sched.config is cfg and sched.kept_tokens(5) == 160
     with pytest.raises(ValueError, match="random_ltd_layer_num"):
-        RandomLTDRoutingConfig(total_layer_num=12, random_ltd_layer_num=3, random_ltd_layer_id=[1, 2],
-                                random_ltd_schedule=cfg.random_ltd_schedule)
+        RandomLTDConfig(**{**vars(cfg), "random_ltd_layer_num": 3})
+    with pytest.raises(ValueError, match="random_ltd.enabled is false"):
+        RandomLTDScheduler(RandomLTDConfig())

@@ -22,8 +22,9 @@ import torch
 
 from dist_utils import run_distributed
 from megatron.data.bert_dataset import BertDataConfig
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
-from megatron.data.tokenizer_bpe import bytes_to_unicode
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
+from megatron.data.tokenizers.bpe import bytes_to_unicode
 from megatron.model.bert import BertModel
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
 from megatron.interop.lm_eval_tasks import multiple_choice_task_yaml
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel

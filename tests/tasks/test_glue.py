@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.tasks.glue import (
     GLUE_FORMATS, PackedDataset, build_glue_dataset, clean_text, glue_metrics, pack_pair, read_glue_tsv,
 )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.tasks.race import read_race
 from training.conftest import load_entry_script
 

@@ -14,9 +14,10 @@ import pytest
 from data.conftest import toy_gpt2_dataset  # noqa: F401  (session fixture: the KJV corpus preprocessed with GPT-2)
 from megatron.data.config import DataConfig
 from megatron.data.gpt_dataset import build_gpt_datasets
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.data_efficiency.config import parse_data_efficiency_config
-from megatron.data_efficiency.curriculum.analyzer import output_prefix, read_flat
+from megatron.data_efficiency.curriculum.index_files import output_prefix, read_flat
 from megatron.data_efficiency.curriculum.metrics import vocab_rarity_table
 from megatron.data_efficiency.curriculum.sampler import build_curriculum_sampler
 

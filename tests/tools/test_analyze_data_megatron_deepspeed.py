@@ -18,8 +18,9 @@ import pytest
 from training.conftest import load_entry_script, megatron_logs, tiny_corpus  # noqa: F401 - fixtures
 from megatron.data.config import DataConfig
 from megatron.data.gpt_dataset import build_gpt_datasets
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer, padded_vocab_size
-from megatron.data_efficiency.curriculum.analyzer import output_prefix, read_flat
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig, padded_vocab_size
+from megatron.data_efficiency.curriculum.index_files import output_prefix, read_flat
 
 SEQ = 32
 

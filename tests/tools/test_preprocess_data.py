@@ -1,6 +1,6 @@
-"""Tests for ``tools/preprocess_data.py`` and ``megatron.data.preprocess``: exact token contents, determinism across
-workers/partitions, input formats, bad input handling, atomic outputs, empty documents (kept byte-identically to
-Megatron-LM, or dropped), and the rule-based sentence splitter."""
+"""Tests for ``tools/preprocess_data.py`` and ``megatron.data.preprocessing.preprocess``: exact token contents,
+determinism across workers/partitions, input formats, bad input handling, atomic outputs, empty documents (kept
+byte-identically to Megatron-LM, or dropped), and the rule-based sentence splitter."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from data.conftest import kjv_chapters, run_preprocess_data, toy_corpus, write_j
 from mcore_utils import MCORE, requires_mcore
 
 from megatron.data.indexed_dataset import IndexedDataset
-from megatron.data.preprocess import PreprocessConfig, preprocess
-from megatron.data.sentence_splitter import split_sentences
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
+from megatron.data.preprocessing.preprocess import PreprocessConfig, preprocess
+from megatron.data.preprocessing.sentence_splitter import split_sentences
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def test_partition_spans_cover_every_line_once_in_order(tmp_path):
     order (lines cut by a span boundary belong to the span where they start)."""
     import random
 
-    from megatron.data.preprocess import _plan_partitions, _read_chunks
+    from megatron.data.preprocessing.preprocess import _plan_partitions, _read_chunks
 
     rng = random.Random(0)
     for trial in range(200):

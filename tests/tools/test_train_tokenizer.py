@@ -1,4 +1,4 @@
-"""``tools/train_tokenizer.py`` / ``megatron.data.tokenizer_training``: trained files load through
+"""``tools/train_tokenizer.py`` / ``megatron.data.preprocessing.tokenizer_training``: trained files load through
 ``build_tokenizer``, agree with the HF ``tokenizer.json`` written beside them, and are byte-identical across runs.
 """
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from megatron.data.corpora import kjv_documents, write_jsonl
-from megatron.data.tokenizer import TokenizerConfig, build_tokenizer
-from megatron.data.tokenizer_training import TokenizerTrainingConfig, train_tokenizer
+from megatron.data.preprocessing.corpora import kjv_documents, write_jsonl
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import TokenizerConfig
+from megatron.data.preprocessing.tokenizer_training import TokenizerTrainingConfig, train_tokenizer
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "train_tokenizer.py"
 UNSEEN = "Ünïcode the tokenizer never saw: 😀 中文 Ελληνικά"

@@ -20,7 +20,7 @@ import pytest
 
 from data.conftest import kjv_chapters, preprocess_data, write_jsonl
 from training.conftest import gpt_args, load_entry_script, read_metrics
-from megatron.data_efficiency.curriculum.analyzer import output_prefix, read_flat
+from megatron.data_efficiency.curriculum.index_files import output_prefix, read_flat
 from megatron.data_efficiency.curriculum.scheduler import fixed_root_difficulty
 from megatron.data_efficiency.routing.scheduler import kept_tokens_fixed_linear
 from megatron.training import data_efficiency as de_mod

@@ -23,9 +23,9 @@ from training.test_data_efficiency import de_args, de_config, seqlen_metric, voc
 from megatron.config import dataclass_from_namespace
 from megatron.data.bert_dataset import BertDataConfig
 from megatron.data.config import DataConfig
-from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.data_efficiency.config import load_data_efficiency_config
-from megatron.data_efficiency.curriculum.analyzer import load_metric_value, output_prefix, read_flat
+from megatron.data_efficiency.curriculum.index_files import load_metric_value, output_prefix, read_flat
 from megatron.data_efficiency.curriculum.bert_seqlen import BERT_POSITION_KEYS
 from megatron.data_efficiency.curriculum.metrics import vocab_rarity_table
 from megatron.data_efficiency.routing.scheduler import kept_tokens_fixed_linear

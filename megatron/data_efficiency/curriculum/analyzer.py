@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from megatron.data.indexed_dataset import IndexedDataset, IndexedDatasetBuilder, get_bin_path, get_idx_path
+from megatron.data.indexed_dataset import IndexedDatasetBuilder, get_bin_path, get_idx_path
+from megatron.data_efficiency.curriculum.index_files import (
+    load_metric_value,
+    output_prefix,
+    read_flat,
+    read_json,
+    reduce_marker,
+)
 from megatron.data_efficiency.curriculum.metrics import Metric, MetricContext, resolve_metric
 from megatron.logging import get_logger
 
@@ -36,12 +43,8 @@ __all__ = [
     "run_map",
     "run_reduce",
     "write_metric_index",
-    "output_prefix",
     "fit_index_dtype",
-    "read_flat",
-    "load_metric_value",
     "dataset_fingerprint",
-    "reduce_marker_path",
     "split_range",
 ]
 
@@ -95,28 +98,12 @@ class AnalyzerOptions:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def output_prefix(save_path: str, metric: str, suffix: str) -> str:
-    """``{save_path}/{metric}/{metric}_{suffix}``, e.g. suffix ``index_to_sample_percentile_merged``."""
-    return os.path.join(save_path, metric, f"{metric}_{suffix}")
-
-
 def _partial_prefix(save_path: str, metric: str, worker: int, thread: int, suffix: str) -> str:
     return os.path.join(save_path, metric, f"worker{worker}_thread{thread}", f"{metric}_{suffix}")
 
 
 def _worker_marker(save_path: str, metric: str, worker: int) -> str:
     return os.path.join(save_path, metric, f"worker{worker}.done.json")
-
-
-def _reduce_marker(save_path: str, metric: str) -> str:
-    return os.path.join(save_path, metric, f"{metric}_reduce.done.json")
-
-
-def reduce_marker_path(index_prefix: str) -> str:
-    """The reduce marker beside an output prefix ``{save_path}/{metric}/{metric}_{suffix}`` (it records the
-    fingerprint, the sample count and, from tools/analyze_data.py, the identity of the analyzed split)."""
-    metric_dir = os.path.dirname(os.path.abspath(index_prefix))
-    return _reduce_marker(os.path.dirname(metric_dir), os.path.basename(metric_dir))
 
 
 def _write_json_atomic(path: str, obj: dict[str, Any]) -> None:
@@ -128,14 +115,6 @@ def _write_json_atomic(path: str, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
 def fit_index_dtype(lo: int, hi: int) -> np.dtype:
     """Smallest of uint8/int8/int16/int32/int64 holding [lo, hi] (codes 1-5: same meaning in DeepSpeed)."""
     for dt in _FIT_DTYPES:
@@ -145,36 +124,8 @@ def fit_index_dtype(lo: int, hi: int) -> np.dtype:
     raise ValueError(f"metric values [{lo}, {hi}] do not fit int64")
 
 
-def read_flat(path_prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """All values of a ``.bin/.idx`` pair as one read-only array, and the per-row lengths (int64).
-
-    The pair is opened (and validated) by ``IndexedDataset``; the values are the ``.bin`` contents, which the
-    format defines as the rows concatenated, mapped without splitting them into per-row arrays (index_to_sample
-    can have one row per sample).
-    """
-    ds = IndexedDataset(path_prefix)
-    lengths = np.asarray(ds.sequence_lengths, dtype=np.int64)
-    if ds.num_tokens == 0:
-        return np.empty(0, dtype=ds.dtype), lengths
-    values = np.memmap(get_bin_path(path_prefix), dtype=ds.dtype, mode="r", shape=(ds.num_tokens,))
-    return values, lengths
-
-
-def load_metric_value(save_path: str, metric: str, fingerprint: str | None = None) -> np.ndarray:
-    """The reduced vector of an accumulated metric (int64), after checking its reduce marker."""
-    marker = _read_json(_reduce_marker(save_path, metric))
-    if marker is None:
-        raise ValueError(f"{os.path.join(save_path, metric)}: no reduced {metric} output; analyze {metric} first "
-                         "(map and reduce)")
-    if fingerprint is not None and marker.get("fingerprint") != fingerprint:
-        raise ValueError(f"{_reduce_marker(save_path, metric)}: {metric} was computed on another dataset "
-                         f"(fingerprint {marker.get('fingerprint')} != {fingerprint}); re-run it on this one")
-    values, _ = read_flat(output_prefix(save_path, metric, "metric_value"))
-    return np.asarray(values, dtype=np.int64)
-
-
 def _is_reduced(save_path: str, metric: str, fingerprint: str) -> bool:
-    marker = _read_json(_reduce_marker(save_path, metric))
+    marker = read_json(reduce_marker(save_path, metric))
     return marker is not None and marker.get("fingerprint") == fingerprint
 
 
@@ -376,7 +327,7 @@ def run_map(dataset: Any, metrics: Sequence[Metric], save_path: str, *, ctx: Met
             s, e = thread_ranges[t]
             _write_json_atomic(_thread_marker(save_path, m.name, worker_id, t), {
                 "fingerprint": fingerprint, "num_samples": n, "start": s, "end": e, "present": r.get(m.name, 1)})
-        done = [_read_json(_thread_marker(save_path, m.name, worker_id, t)) for t in range(num_threads)]
+        done = [read_json(_thread_marker(save_path, m.name, worker_id, t)) for t in range(num_threads)]
         missing = [t for t, (d, (s, e)) in enumerate(zip(done, thread_ranges)) if d is None or (
             d.get("fingerprint"), d.get("num_samples"), d.get("start"), d.get("end")) != (fingerprint, n, s, e)]
         if missing:
@@ -403,7 +354,7 @@ def _check_markers(save_path: str, metric: Metric, num_workers: int, num_samples
     expected = split_range(0, num_samples, num_workers)
     markers, problems = [], []
     for w in range(num_workers):
-        mk = _read_json(_worker_marker(save_path, metric.name, w))
+        mk = read_json(_worker_marker(save_path, metric.name, w))
         if mk is None:
             problems.append(f"worker {w}: no done-marker (map not run, still running, or failed)")
             continue
@@ -490,7 +441,7 @@ def _reduce_one(save_path: str, metric: Metric, num_workers: int, num_samples: i
         _write_rows(output_prefix(save_path, metric.name, "metric_value"), total, [len(total)],
                     fit_index_dtype(int(total.min()), int(total.max())))
         stats = {"length": len(total), "sum": int(total.sum())}
-    _write_json_atomic(_reduce_marker(save_path, metric.name), {
+    _write_json_atomic(reduce_marker(save_path, metric.name), {
         "version": _MARKER_VERSION, "metric": metric.name, "kind": metric.kind, "fingerprint": fingerprint,
         "num_samples": num_samples, **stats, **({"identity": dict(identity)} if identity is not None else {}),
     })
@@ -503,7 +454,7 @@ def run_reduce(metrics: Sequence[Metric], save_path: str, *, num_workers: int, n
 
     ``identity`` (the analyzed split's settings, see ``curriculum.identity``) is stored in each reduce marker."""
     for m in metrics:
-        marker = _reduce_marker(save_path, m.name)
+        marker = reduce_marker(save_path, m.name)
         if os.path.exists(marker):
             os.remove(marker)  # outputs are being replaced: not complete until the new marker lands
         _reduce_one(save_path, m, num_workers, num_samples, fingerprint, identity)

@@ -22,8 +22,8 @@ from typing import Any
 from megatron.data.bert_dataset import BertDataConfig
 from megatron.data.config import DataConfig
 from megatron.data.indexed_dataset import get_bin_path, get_idx_path
-from megatron.data.tokenizer import TokenizerConfig
-from megatron.data_efficiency.curriculum.analyzer import reduce_marker_path
+from megatron.data.tokenizers.config import TokenizerConfig
+from megatron.data_efficiency.curriculum.index_files import reduce_marker_path
 from megatron.logging import get_logger
 
 __all__ = ["analysis_identities", "check_analysis_identity", "file_digest", "IDENTITY_FLAGS"]

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from megatron.data.blending import build_blending_indices, continue_blend
 from megatron.data.samplers import MicroBatchIndices
 from megatron.data_efficiency.config import CurriculumMetricConfig, DataEfficiencyConfig, DifficultyType
-from megatron.data_efficiency.curriculum.analyzer import read_flat
+from megatron.data_efficiency.curriculum.index_files import read_flat
 from megatron.data_efficiency.curriculum.identity import check_analysis_identity
 from megatron.data_efficiency.curriculum.scheduler import CustomSchedule, DifficultySchedule
 from megatron.logging import get_logger
@@ -344,8 +345,6 @@ class CurriculumSampler:
         self.micro_batch_size = micro_batch_size
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.auto_commit = auto_commit
-        # The most recently drawn global batch (with an in-process loader: the one being trained).
-        self.last_drawn: CurriculumBatch | None = None
         self.total_samples = layout.size * config.data_sampling.num_epochs
         self._weights = np.asarray(layout.weights, dtype=np.float64)
         self._pools = [
@@ -387,26 +386,8 @@ class CurriculumSampler:
                 )
 
     def _split_between_components(self, count: int) -> list[int]:
-        """Megatron's greedy blending rule continued over the cumulative counts: argmax(w * max(i, 1) - c)."""
-        if len(self._pools) == 1:
-            self._blend_counts[0] += count
-            return [count]
-        w = self._weights.tolist()
-        c = self._blend_counts
-        out = [0] * len(w)
-        i = sum(c)
-        rest = range(1, len(w))
-        for _ in range(count):
-            x = float(max(i, 1))
-            best, top = 0, w[0] * x - c[0]
-            for d in rest:  # strict comparison: the first maximum wins, as in Megatron's helper
-                err = w[d] * x - c[d]
-                if err > top:
-                    best, top = d, err
-            c[best] += 1
-            out[best] += 1
-            i += 1
-        return out
+        """Megatron's greedy blending rule continued over the cumulative counts (``data.blending``)."""
+        return continue_blend(self._weights.tolist(), self._blend_counts, count)
 
     def _batch_size(self, consumed: int) -> int:
         """Size of the global batch drawn after ``consumed`` samples (constant unless ``batch_size_at``)."""
@@ -434,7 +415,6 @@ class CurriculumSampler:
         self._consumed += len(indices)
         batch = CurriculumBatch(curriculum_step=step, difficulties=diffs, indices=indices)
         self._pending.append((batch, self._snapshot()))
-        self.last_drawn = batch
         return batch
 
     def commit(self) -> CurriculumBatch:
@@ -534,7 +514,6 @@ class CurriculumSampler:
         self._consumed = int(state["consumed_samples"])
         self._blend_counts = [int(c) for c in state["blend_counts"]]
         self._pending.clear()
-        self.last_drawn = None
         self._committed = self._snapshot()
 
     @property
@@ -555,8 +534,6 @@ def _blend_structure(dataset: Any) -> DatasetLayout:
     dataset_index = getattr(dataset, "dataset_index", None)
     sample_index = getattr(dataset, "dataset_sample_index", None)
     if dataset_index is None or sample_index is None:
-        from megatron.data.blending import build_blending_indices
-
         dataset_index, sample_index = build_blending_indices(dataset.weights, len(dataset))
     return DatasetLayout.from_blend(dataset_index, sample_index, sizes, dataset.weights)
 

@@ -2,9 +2,11 @@
 
 ``seqlen_truncate`` keeps the first c+1 tokens of every sample (c inputs, c labels); ``seqlen_reshape`` cuts the
 samples into rows of c+1 tokens so no token is thrown away (Megatron-DeepSpeed's ``data_post_process``).
-``SeqlenCurriculum`` picks the mode and length from the config - the ``seqlen_truncate``/``seqlen_reshape``
-curriculum metric, or the legacy top-level ``curriculum_learning`` seqlen warm-up - and reports the tokens
-actually in the batch so the loop counts tokens right.
+``SeqlenCurriculum`` picks the mode from the config - the ``seqlen_truncate``/``seqlen_reshape`` curriculum metric,
+or the legacy top-level ``curriculum_learning`` seqlen warm-up - and reports the tokens actually in the batch so
+the loop counts tokens right. The length is the batch's own difficulty: the curriculum sampler computes every
+metric's difficulty (the seqlen one included) with the batch it draws, so a seqlen metric has one schedule, the
+sampler's; only the legacy warm-up, whose batches no curriculum sampler draws, paces itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from megatron.data_efficiency.config import DataEfficiencyConfig
 from megatron.data_efficiency.curriculum.scheduler import CustomSchedule, DifficultySchedule
 
-__all__ = ["SeqlenMode", "seqlen_truncate", "seqlen_reshape", "SeqlenCurriculum"]
+__all__ = ["SeqlenMode", "LEGACY_SEQLEN", "seqlen_truncate", "seqlen_reshape", "SeqlenCurriculum"]
 
 SeqlenMode = Literal["truncate", "reshape"]
 
@@ -105,41 +107,59 @@ def seqlen_reshape(batch: GPTBatch, seqlen: int) -> tuple[GPTBatch, int]:
     return out, _count(out)
 
 
+LEGACY_SEQLEN = "seqlen"
+"""Difficulty key of the legacy top-level ``curriculum_learning`` seqlen warm-up (DeepSpeed's curriculum_type)."""
+
+
 @dataclass(frozen=True)
 class SeqlenCurriculum:
-    """Sequence-length curriculum of a run: mode, pacing schedule and the model's sequence length.
+    """Sequence-length curriculum of a run: mode, the difficulty that sets the length, the model's seq_length.
 
-    ``apply(batch, step)`` uses the difficulty at curriculum ``step``: the sampler's ``curriculum_step`` of the
-    batch, or for the legacy warm-up DeepSpeed's ``global_steps + 1`` (1 for the first optimizer step).
+    ``apply(batch, difficulties)`` shortens a batch to ``difficulties[metric]``: the difficulties the curriculum
+    sampler drew the batch with, or for the legacy warm-up ``{"seqlen": warmup_difficulty(step)}`` at DeepSpeed's
+    ``global_steps + 1`` (1 for the first optimizer step).
     """
 
     mode: SeqlenMode
-    schedule: DifficultySchedule
+    metric: str
+    """``seqlen_truncate``/``seqlen_reshape`` (the sampler's metric) or ``seqlen`` (the legacy warm-up)."""
     seq_length: int
+    warmup: DifficultySchedule | None = None
+    """The legacy warm-up's pacing (None for a sampler metric: the sampler owns that schedule)."""
 
     @classmethod
     def from_config(cls, config: DataEfficiencyConfig, seq_length: int,
                     custom_schedules: Mapping[str, CustomSchedule] | None = None) -> SeqlenCurriculum | None:
-        """The run's seqlen curriculum, or None when neither a seqlen metric nor the legacy warm-up is on."""
-        custom_schedules = custom_schedules or {}
+        """The run's seqlen curriculum, or None when neither a seqlen metric nor the legacy warm-up is on.
+
+        ``custom_schedules``: the legacy warm-up's pacing function under ``"seqlen"`` when its schedule_type is
+        custom (a metric's custom schedule goes to the sampler).
+        """
         cl = config.data_sampling.curriculum_learning
         name = cl.seqlen_metric if config.curriculum_enabled else None
         if name is not None:
-            m = cl.curriculum_metrics[name]
             mode: SeqlenMode = "truncate" if name == "seqlen_truncate" else "reshape"
-            return cls(mode=mode, schedule=DifficultySchedule.from_config(m, custom_schedules.get(name)),
-                       seq_length=seq_length)
+            return cls(mode=mode, metric=name, seq_length=seq_length)
         legacy = config.legacy_curriculum
         if legacy.enabled:
-            return cls(mode="truncate", schedule=DifficultySchedule.from_config(legacy, custom_schedules.get("seqlen")),
-                       seq_length=seq_length)
+            warmup = DifficultySchedule.from_config(legacy, (custom_schedules or {}).get(LEGACY_SEQLEN))
+            return cls(mode="truncate", metric=LEGACY_SEQLEN, seq_length=seq_length, warmup=warmup)
         return None
 
-    def seqlen(self, step: int) -> int:
-        """Sequence length at curriculum ``step`` (never above the model's seq_length)."""
-        return min(self.schedule.difficulty(step), self.seq_length)
+    def warmup_difficulties(self, step: int) -> dict[str, int]:
+        """The legacy warm-up's difficulties at ``step``: ``{"seqlen": length}``."""
+        if self.warmup is None:
+            raise ValueError(f"the {self.metric} curriculum is paced by the curriculum sampler, which draws each "
+                             "batch with its difficulties; only the legacy seqlen warm-up paces itself")
+        return {LEGACY_SEQLEN: self.warmup.difficulty(step)}
 
-    def apply(self, batch: GPTBatch, step: int) -> tuple[GPTBatch, int]:
-        """Shorten ``batch`` for ``step``; returns the batch and its number of input tokens."""
+    def seqlen(self, difficulties: Mapping[str, int]) -> int:
+        """Sequence length for a batch drawn with ``difficulties`` (never above the model's seq_length)."""
+        if self.metric not in difficulties:
+            raise KeyError(f"the batch's difficulties {dict(difficulties)} lack the {self.metric!r} curriculum")
+        return min(int(difficulties[self.metric]), self.seq_length)
+
+    def apply(self, batch: GPTBatch, difficulties: Mapping[str, int]) -> tuple[GPTBatch, int]:
+        """Shorten ``batch`` to its difficulty; returns the batch and its number of input tokens."""
         fn = seqlen_truncate if self.mode == "truncate" else seqlen_reshape
-        return fn(batch, self.seqlen(step))
+        return fn(batch, self.seqlen(difficulties))

@@ -10,28 +10,28 @@ layers at once under the RNG tracker's token-routing stream, and does the layer-
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence, get_args
 
 import torch
 from torch import nn
 
+from megatron.data_efficiency.config import ModelType, RandomLTDConfig
 from megatron.data_efficiency.routing.scheduler import RandomLTDScheduler
 from megatron.kernels.random_ltd import gather_tokens, sample_tokens, scatter_tokens, slice_attention_mask
 from megatron.logging import get_logger
 from megatron.parallel.random import TOKEN_ROUTING_RNG, RNGStatesTracker
 
 __all__ = [
-    "ModelType",
     "default_layer_ids",
     "gather_rotary_pos_emb",
     "RandomLTDController",
     "RandomLTDLayer",
+    "resolve_layer_ids",
     "wrap_layers",
 ]
 
 logger = get_logger(__name__)
 
-ModelType = Literal["decoder", "encoder"]
 _METRIC_KEPT = "data_efficiency/ltd_kept_tokens"
 _METRIC_LAYER_TOKENS = "data_efficiency/consumed_layer_tokens"
 
@@ -285,22 +285,20 @@ def _add_layer_prefix(module: nn.Module, state_dict: dict, prefix: str, *args: A
         state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
 
 
-def _check_layer_ids(layer_ids: Sequence[int], num_layers: int, scheduler: RandomLTDScheduler) -> list[int]:
-    ids = list(layer_ids)
-    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_layers]
-    if bad:
-        raise ValueError(f"random-LTD layer_ids {bad} are not layer indices in [0, {num_layers}); got {ids}")
-    if not ids:
-        raise ValueError(f"random-LTD layer_ids is empty (num_layers={num_layers}); name at least one layer")
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ValueError(f"random-LTD layer_ids {ids} repeat {dupes}; each layer can be wrapped once")
-    ids.sort()
-    cfg = scheduler.config
-    if cfg.total_layer_num != num_layers or cfg.random_ltd_layer_id != ids:
+def resolve_layer_ids(layer_ids: Sequence[int] | None, num_layers: int, config: RandomLTDConfig) -> list[int]:
+    """The layers to wrap, ascending: ``layer_ids`` (None: the paper's ``1 .. L-2``), which must be the config's.
+
+    The config has already checked its ids (``RandomLTDConfig.__post_init__``: distinct, in range, counted); here
+    they only have to describe this model, since the layer-token accounting uses the config's.
+
+    Raises:
+        ValueError: the ids or the layer count disagree with the config.
+    """
+    ids = default_layer_ids(num_layers) if layer_ids is None else sorted(layer_ids)
+    if config.total_layer_num != num_layers or config.layer_ids != ids:
         raise ValueError(
             f"random-LTD wraps layers {ids} of {num_layers}, but the scheduler config counts layer tokens for "
-            f"random_ltd_layer_id={cfg.random_ltd_layer_id} of total_layer_num={cfg.total_layer_num}; make them agree"
+            f"random_ltd_layer_id={config.layer_ids} of total_layer_num={config.total_layer_num}; make them agree"
         )
     ends = [i for i in ids if i in (0, num_layers - 1)]
     if ends:
@@ -330,7 +328,7 @@ def wrap_layers(
         The controller (call ``set_step`` each step; checkpoint its ``state_dict``).
 
     Raises:
-        ValueError: bad or duplicate ids, ids that disagree with the scheduler config, a layer already wrapped,
+        ValueError: ids that disagree with the scheduler config (``resolve_layer_ids``), a layer already wrapped,
             an unknown ``model_type``, or a tracker without the token-routing stream.
     """
     if not isinstance(layers, nn.ModuleList):
@@ -341,7 +339,7 @@ def wrap_layers(
         raise ValueError(f"RNG tracker has no {TOKEN_ROUTING_RNG!r} stream (streams: {rng_tracker.names}); "
                          "build it with RNGStatesTracker.build")
     num_layers = len(layers)
-    ids = _check_layer_ids(default_layer_ids(num_layers) if layer_ids is None else layer_ids, num_layers, scheduler)
+    ids = resolve_layer_ids(layer_ids, num_layers, scheduler.config)
     wrapped = [i for i in ids if isinstance(layers[i], RandomLTDLayer)]
     if wrapped:
         raise ValueError(f"random-LTD layers {wrapped} are already wrapped; wrap each model once")

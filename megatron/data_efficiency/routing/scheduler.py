@@ -2,103 +2,22 @@
 
 The number of kept tokens is a pure function of the optimizer step (``kept_tokens_fixed_linear``);
 ``RandomLTDScheduler`` wraps it with the current value and the consumed layer-token counter, the only state a
-checkpoint must carry. The config dataclasses mirror DeepSpeed's ``data_routing.random_ltd`` JSON field names
-(random-LTD paper, arXiv 2211.11586, section 3: linear growth of the kept length, first and last layers full).
+checkpoint must carry. Its settings are the ``data_routing.random_ltd`` JSON block itself
+(``data_efficiency.config.RandomLTDConfig``; random-LTD paper, arXiv 2211.11586, section 3: linear growth of the
+kept length, first and last layers full).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from megatron.data_efficiency.config import RandomLTDConfig
 from megatron.logging import get_logger
 
+__all__ = ["RandomLTDScheduler", "kept_tokens_fixed_linear"]
+
 logger = get_logger(__name__)
-
-ScheduleType = Literal["fixed_linear"]
-ModelType = Literal["decoder", "encoder"]
-HiddenStateOrder = Literal["seq_batch_dim", "batch_seq_dim"]
-
-
-@dataclass(kw_only=True)
-class RandomLTDScheduleSteps:
-    """DeepSpeed's ``random_ltd_schedule.schedule_config``."""
-
-    require_steps: int
-    """Optimizer steps over which the kept length grows linearly from min_value to max_value."""
-    seq_per_step: int = 16
-    """Granularity: the kept length is rounded down to a multiple of this (16 or 8 suits tensor cores)."""
-
-    def __post_init__(self) -> None:
-        if self.require_steps < 1:
-            raise ValueError(
-                f"random_ltd_schedule.schedule_config.require_steps must be >= 1, got {self.require_steps}"
-            )
-        if self.seq_per_step < 1:
-            raise ValueError(f"random_ltd_schedule.schedule_config.seq_per_step must be >= 1, got {self.seq_per_step}")
-
-
-@dataclass(kw_only=True)
-class RandomLTDSchedule:
-    """DeepSpeed's ``random_ltd_schedule``: kept tokens per sample from min_value to max_value."""
-
-    min_value: int
-    """Kept tokens per sample at step 0 (paper: 128)."""
-    max_value: int
-    """Kept tokens per sample at the end of the schedule; normally the sequence length (paper: 2048 GPT, 512 BERT)."""
-    schedule_type: ScheduleType = "fixed_linear"
-    """Only DeepSpeed's ``fixed_linear`` exists."""
-    schedule_config: RandomLTDScheduleSteps
-    """Length and granularity of the linear schedule."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.schedule_config, dict):
-            self.schedule_config = RandomLTDScheduleSteps(**self.schedule_config)
-        if not 1 <= self.min_value <= self.max_value:
-            raise ValueError(
-                f"random_ltd_schedule needs 1 <= min_value <= max_value, got min_value={self.min_value}, "
-                f"max_value={self.max_value}"
-            )
-        if self.schedule_type != "fixed_linear":
-            raise NotImplementedError(f"random_ltd_schedule.schedule_type {self.schedule_type!r}: only 'fixed_linear'")
-
-
-@dataclass(kw_only=True)
-class RandomLTDRoutingConfig:
-    """The random-LTD fields of DeepSpeed's ``data_routing.random_ltd`` block that the schedule and wrapper need."""
-
-    total_layer_num: int
-    """Number of transformer layers L in the model."""
-    random_ltd_layer_num: int
-    """Number n of layers that drop tokens; must equal len(random_ltd_layer_id)."""
-    random_ltd_layer_id: list[int]
-    """0-based ids of the token-dropping layers (paper recipes: 1..L-2, first and last layer keep all tokens)."""
-    model_mask_name: str = "attention_mask"
-    """Keyword under which the wrapped layer receives its attention mask."""
-    model_type: ModelType = "decoder"
-    """decoder: causal mask sliced once for all layers; encoder: padding mask gathered per layer."""
-    hidden_state_order: HiddenStateOrder = "seq_batch_dim"
-    """Layout of the hidden states: seq_batch_dim [s, b, h] (Megatron) or batch_seq_dim [b, s, h]."""
-    random_ltd_schedule: RandomLTDSchedule
-    """Kept-length schedule."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.random_ltd_schedule, dict):
-            self.random_ltd_schedule = RandomLTDSchedule(**self.random_ltd_schedule)
-        ids = list(self.random_ltd_layer_id)
-        if self.total_layer_num < 1:
-            raise ValueError(f"random_ltd.total_layer_num must be >= 1, got {self.total_layer_num}")
-        if self.random_ltd_layer_num != len(ids):
-            raise ValueError(
-                f"random_ltd.random_ltd_layer_num ({self.random_ltd_layer_num}) must equal the number of "
-                f"random_ltd_layer_id entries ({len(ids)})"
-            )
-        if len(set(ids)) != len(ids) or any(not 0 <= i < self.total_layer_num for i in ids):
-            raise ValueError(
-                f"random_ltd.random_ltd_layer_id must be distinct ids in [0, total_layer_num={self.total_layer_num}), "
-                f"got {ids}"
-            )
-        self.random_ltd_layer_id = sorted(ids)
 
 
 def kept_tokens_fixed_linear(
@@ -130,12 +49,14 @@ class RandomLTDScheduler:
     the LR schedule and stop condition in the Megatron-DeepSpeed recipes.
     """
 
-    config: RandomLTDRoutingConfig
+    config: RandomLTDConfig
     current_step: int = 0
     consumed_layer_tokens: int = 0
     current_value: int = field(init=False)
 
     def __post_init__(self) -> None:
+        if not self.config.enabled:
+            raise ValueError("data_efficiency.data_routing.random_ltd.enabled is false; there is no schedule to build")
         self.current_value = self.kept_tokens(self.current_step)
 
     def kept_tokens(self, step: int, seq_length: int | None = None) -> int:

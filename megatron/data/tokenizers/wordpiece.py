@@ -8,12 +8,10 @@ tokenizer appends ``[BOS]``, ``[EOS]`` and ``<extra_id_i>`` to the vocabulary wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from megatron.data.tokenizer_base import MegatronTokenizer, file_identity, read_text_file
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizers.base import MegatronTokenizer, file_identity, read_text_file, require_file
+from megatron.data.tokenizers.config import TokenizerConfig
 
 __all__ = ["BertWordPieceTokenizer", "load_wordpiece_vocab", "REQUIRED_BERT_TOKENS"]
 
@@ -46,7 +44,12 @@ class BertWordPieceTokenizer(MegatronTokenizer):
     ``detokenize`` joins pieces with spaces and glues ``##`` continuations (Megatron's ``decode``).
     """
 
-    def __init__(self, cfg: "TokenizerConfig", vocab_file: str, lower_case: bool) -> None:
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "BertWordPieceTokenizer":
+        """From ``vocab_file``; ``BertWordPieceLowerCase`` lower-cases and strips accents."""
+        return cls(cfg, require_file(cfg, "vocab_file"), lower_case=cfg.tokenizer_type.endswith("LowerCase"))
+
+    def __init__(self, cfg: TokenizerConfig, vocab_file: str, lower_case: bool) -> None:
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
         super().__init__(cfg)
@@ -95,7 +98,9 @@ class BertWordPieceTokenizer(MegatronTokenizer):
         try:
             tokens = [self._inv[int(i)] for i in ids]
         except KeyError as e:
-            raise ValueError(f"{self._cfg.tokenizer_type}.detokenize: id {e.args[0]} is not in the vocabulary") from None
+            raise ValueError(
+                f"{self._cfg.tokenizer_type}.detokenize: id {e.args[0]} is not in the vocabulary"
+            ) from None
         return " ".join(tokens).replace(" ##", "").strip()
 
     @property

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from megatron.data.tokenizer_base import MegatronTokenizer, file_identity, read_text_file
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizers.base import MegatronTokenizer, file_identity, read_text_file, require_file
+from megatron.data.tokenizers.config import TokenizerConfig
 
 __all__ = ["HuggingFaceTokenizer", "NullTokenizer", "resolve_hf_tokenizer_file"]
 
@@ -74,7 +72,12 @@ class HuggingFaceTokenizer(MegatronTokenizer):
     (``len(tokenizer)``); ``eod`` is the eos token.
     """
 
-    def __init__(self, cfg: "TokenizerConfig", tokenizer_model: str) -> None:
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "HuggingFaceTokenizer":
+        """From ``tokenizer_model``: a local ``tokenizer.json`` or a folder holding one."""
+        return cls(cfg, require_file(cfg, "tokenizer_model"))
+
+    def __init__(self, cfg: TokenizerConfig, tokenizer_model: str) -> None:
         from tokenizers import Tokenizer
 
         super().__init__(cfg)
@@ -141,7 +144,14 @@ class NullTokenizer(MegatronTokenizer):
     cls/sep/mask are -1 as in Megatron; pad/bos/eos are undefined.
     """
 
-    def __init__(self, cfg: "TokenizerConfig", vocab_size: int) -> None:
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "NullTokenizer":
+        """From ``vocab_size`` (no files)."""
+        if cfg.vocab_size is None:
+            raise ValueError("NullTokenizer needs vocab_size (--vocab-size); it is not set")
+        return cls(cfg, cfg.vocab_size)
+
+    def __init__(self, cfg: TokenizerConfig, vocab_size: int) -> None:
         super().__init__(cfg)
         self._v = int(vocab_size)
 

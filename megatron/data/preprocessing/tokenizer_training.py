@@ -15,10 +15,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Literal
 
-from megatron.data.corpora import read_jsonl_texts
-from megatron.data.tokenizer import TokenizerConfig
-from megatron.data.tokenizer_bpe import EOD_TOKEN
-from megatron.data.tokenizer_wordpiece import REQUIRED_BERT_TOKENS
+from megatron.data.preprocessing.corpora import read_jsonl_texts
+from megatron.data.tokenizers.bpe import EOD_TOKEN
+from megatron.data.tokenizers.config import TokenizerConfig
+from megatron.data.tokenizers.wordpiece import REQUIRED_BERT_TOKENS
 from megatron.logging import get_logger
 
 __all__ = ["TrainableType", "TokenizerTrainingConfig", "TrainedTokenizer", "train_tokenizer"]

@@ -34,8 +34,8 @@ from typing import Any, Literal
 import numpy as np
 
 from megatron.data.indexed_dataset import IndexedDatasetBuilder, get_bin_path, get_idx_path, optimal_dtype
-from megatron.data.ordered_pool import OrderedPool, WorkerError
-from megatron.data.sentence_splitter import split_sentences
+from megatron.data.preprocessing.ordered_pool import OrderedPool, WorkerError
+from megatron.data.preprocessing.sentence_splitter import split_sentences
 from megatron.logging import get_logger
 
 __all__ = ["PreprocessConfig", "PreprocessStats", "preprocess", "expand_inputs", "output_prefixes"]

@@ -1,0 +1,1 @@
+"""Tokenizers: one module per family (``bpe``, ``wordpiece``, ``sentencepiece``, ``hf``), ``config`` and ``build``."""
