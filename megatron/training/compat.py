@@ -9,7 +9,9 @@ field's metadata says what happens when the flag is given:
   that says what to use instead; ``allowed`` values are the ones that ask for nothing (``--num-experts 1``,
   ``--transformer-impl local``): those are accepted like ignored flags.
 
-Flags that work here belong to their rooms' configs; ``docs/megatron_deepspeed_flags.md`` is the whole audit.
+Flags that work here belong to their rooms' configs; ``docs/megatron_deepspeed_flags.md`` is the audit of
+Megatron-DeepSpeed's flags, ``docs/megatron_lm_flags.md`` that of Megatron-LM's (whose families live in
+``training.compat_megatron_lm``).
 The help text of these fields is their metadata (``help``), shown by ``--help``.
 """
 
@@ -20,38 +22,33 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from megatron.config import flag_name
+from megatron.training.compat_megatron_lm import MegatronLMCompat, ignored_field, refused_field
 
 __all__ = ["MegatronCompatConfig", "given_compat_flags", "ignored_flags_note", "check_refused_flags"]
 
-_NO_PIPELINE = "no pipeline parallelism here"
+_NO_PIPELINE = ("a detail of Megatron's own pipeline communication; pipeline stages here run on "
+                "torch.distributed.pipelining's schedules")
 _KERNEL = "kernel fusion choice; the math is the same"
 _MEMORY = "activation-memory option; results are the same"
 _ZERO3 = "ZeRO-3 memory option; ZeRO-3 is not supported"
 _TB = "TensorBoard detail; scalars are written each --log-interval"
 _MOE = "mixture of experts is not implemented; drop the MoE flags (dense models only)"
-_OTHER_MODEL = "belongs to another Megatron model (T5, Retro, ICT/REALM, ViT); only GPT and BERT are built here"
-_KD = "knowledge distillation is not implemented"
+_OTHER_MODEL = ("belongs to another Megatron model (T5, Retro, ICT/REALM, ViT); only GPT and BERT are built here "
+                "(pretrain_gpt.py, pretrain_bert.py)")
+_KD = "knowledge distillation is not implemented; drop the teacher (--kd*) flags"
 _SEQ_PAR = "DeepSpeed-Ulysses sequence parallelism is not implemented; use --tensor-model-parallel-size"
 
 
-def _ignored(why: str, default: Any = None, **meta: Any) -> Any:
-    return field(default=default, metadata={"ignored": why, "help": f"Accepted, no effect: {why}.", **meta})
-
-
-def _refused(instead: str, default: Any = None, allowed: tuple = (), **meta: Any) -> Any:
-    help_text = f"Not supported: {instead}." + (f" Accepted values: {list(allowed)}." if allowed else "")
-    return field(default=default, metadata={"refused": instead, "allowed": allowed, "help": help_text, **meta})
+_ignored = ignored_field
+_refused = refused_field
 
 
 @dataclass(kw_only=True)
-class MegatronCompatConfig:
-    """Megatron / Megatron-DeepSpeed flags accepted so that existing launch scripts parse (see the module doc)."""
+class MegatronCompatConfig(MegatronLMCompat):
+    """Megatron / Megatron-DeepSpeed flags accepted so that existing launch scripts parse (see the module doc); the
+    Megatron-LM feature families of ``training.compat_megatron_lm`` come with the base class."""
 
     # ---- checked against supported values by check_unsupported (training.config) ---------------------------------
-    pipeline_model_parallel_size: int = 1
-    """Pipeline stages; only 1 is supported."""
-    num_layers_per_virtual_pipeline_stage: int | None = None
-    """Interleaved pipeline schedule; not supported."""
     context_parallel_size: int = 1
     """Context parallelism; only 1 is supported."""
     zero_stage: int = 0
@@ -139,10 +136,12 @@ class MegatronCompatConfig:
     use_ring_exchange_p2p: bool = _ignored(_NO_PIPELINE, False)
     overlap_p2p_communication: bool = _ignored(_NO_PIPELINE, False)
     pipeline_model_parallel_split_rank: int | None = _ignored(_NO_PIPELINE)
-    standalone_embedding_stage: bool = _ignored(_NO_PIPELINE, False)
+    standalone_embedding_stage: bool = _refused("the first pipeline stage holds the embeddings and its share of the "
+                                                "layers; drop --standalone-embedding-stage", False, allowed=(False,))
     enable_zbh1_pipeline: bool = _ignored(_NO_PIPELINE, False)
     enable_zbh1_exact_semantics: bool = _ignored(_NO_PIPELINE, False)
-    lazy_mpu_init: str | None = _ignored("process groups are always created by the training script")
+    lazy_mpu_init: list[str] | None = _ignored("process groups are always created by the training script",
+                                               nargs="*")  # a switch in Megatron-LM, a value in Megatron-DeepSpeed
     cpu_optimizer: bool = _ignored("optimizer implementation choice: the same Adam update runs on the device", False)
     cpu_torch_adam: bool = _ignored("optimizer implementation choice: the same Adam update", False,
                                     aliases=["--cpu_torch_adam"])
@@ -166,7 +165,8 @@ class MegatronCompatConfig:
     adlr_autoresume: bool = _ignored("NVIDIA cluster auto-resume; use --exit-signal-handler or "
                                      "--exit-duration-in-mins with --save", False)
     adlr_autoresume_interval: int | None = _ignored("NVIDIA cluster auto-resume")
-    profile: str | None = _ignored("profiling hook; use torch.profiler around a short run")
+    profile: list[str] | None = _ignored("profiling hook; use torch.profiler around a short run",
+                                         nargs="*")  # a switch in Megatron-LM, a value in Megatron-DeepSpeed
     profile_steps: str | None = _ignored("profiling hook", aliases=["--profile_steps"])
     profile_ranks: list[int] | None = _ignored("profiling hook")
     no_create_attention_mask_in_dataloader: bool = _ignored("no mask is built in the data loader unless "
@@ -187,28 +187,31 @@ class MegatronCompatConfig:
                                            "--use-rotary-position-embeddings (or --position-embedding-type rope)",
                                            False)
     apply_layernorm_1p: bool = _refused("zero-centered LayerNorm is not implemented; drop the flag", False)
-    squared_relu: bool = _refused("the MLP uses GeLU; squared ReLU is not implemented", False)
-    openai_gelu: bool = _refused("the MLP uses exact GeLU; the tanh approximation is not implemented", False)
+    squared_relu: bool = _refused("the MLP uses GeLU; squared ReLU is not implemented; drop the flag", False)
+    openai_gelu: bool = _refused("the MLP uses exact GeLU; the tanh approximation is not implemented; drop the flag",
+                                 False)
     fp32_residual_connection: bool = _refused("the residual stream is kept in the model dtype; train in fp32 "
                                               "(no --fp16/--bf16) for fp32 residuals", False)
     embedding_weights_in_fp32: bool = _refused("embedding weights are stored in the model dtype; train in fp32 (no "
                                                "--fp16/--bf16) for fp32 embeddings", False)
     init_method_xavier_uniform: bool = _refused("initialization is normal(0, --init-method-std)", False)
-    data_parallel_random_init: bool = _refused("every data-parallel rank starts from the same weights", False)
-    transformer_impl: str | None = _refused("Transformer Engine is not used", allowed=("local",))
+    data_parallel_random_init: bool = _refused("every data-parallel rank starts from the same weights; drop the flag",
+                                               False)
+    transformer_impl: str | None = _refused("Transformer Engine is not used; drop the flag (or pass local)",
+                                            allowed=("local",))
     fp8_e4m3: bool = _refused("fp8 training is not implemented; use --bf16 or --fp16", False)
     fp8_hybrid: bool = _refused("fp8 training is not implemented; use --bf16 or --fp16", False)
-    no_fp8_wgrad: bool = _refused("fp8 training is not implemented", False)
-    fp8_margin: int | None = _refused("fp8 training is not implemented")
-    fp8_interval: int | None = _refused("fp8 training is not implemented")
-    fp8_amax_history_len: int | None = _refused("fp8 training is not implemented")
-    fp8_amax_compute_algo: str | None = _refused("fp8 training is not implemented")
+    no_fp8_wgrad: bool = _refused("fp8 training is not implemented; use --bf16 or --fp16", False)
+    fp8_margin: int | None = _refused("fp8 training is not implemented; use --bf16 or --fp16")
+    fp8_interval: int | None = _refused("fp8 training is not implemented; use --bf16 or --fp16")
+    fp8_amax_history_len: int | None = _refused("fp8 training is not implemented; use --bf16 or --fp16")
+    fp8_amax_compute_algo: str | None = _refused("fp8 training is not implemented; use --bf16 or --fp16")
     start_weight_decay: float | None = _refused("weight decay is constant: use --weight-decay")
     end_weight_decay: float | None = _refused("weight decay is constant: use --weight-decay")
     weight_decay_incr_style: str | None = _refused("weight decay is constant: use --weight-decay",
                                                    allowed=("constant",))
-    calculate_per_token_loss: bool = _refused("the loss is the per-micro-batch token mean (Megatron-DeepSpeed's)",
-                                              False)
+    calculate_per_token_loss: bool = _refused("the loss is the per-micro-batch token mean (Megatron-DeepSpeed's); "
+                                              "drop the flag", False)
     sample_rate: float | None = _refused("training reads every sample of its split; subsample with --split or a "
                                          "smaller --data-path", allowed=(1.0,))
     ckpt_format: str | None = _refused("checkpoints are written in the torch layout (iter_*/mp_rank_*/"
@@ -321,7 +324,7 @@ def _given(value: Any) -> bool:
 
 def _spelling(f: dataclasses.Field) -> str:
     aliases = f.metadata.get("aliases") or []
-    return aliases[0] if aliases and not aliases[0].startswith("--no") else flag_name(f.name)
+    return aliases[0] if aliases and not aliases[0].startswith(("--no", "--disable")) else flag_name(f.name)
 
 
 def given_compat_flags(compat: MegatronCompatConfig, *, rope: bool = False, num_attention_heads: int | None = None
@@ -347,7 +350,7 @@ def given_compat_flags(compat: MegatronCompatConfig, *, rope: bool = False, num_
 
 
 def _shown(flag: str, value: Any) -> str:
-    if value is True:
+    if value is True or value == []:  # a switch, or a list flag given without values (--profile)
         return flag
     return f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
