@@ -65,6 +65,11 @@ def forward_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor,
 
 def check_bert_config(cfg: PretrainConfig) -> None:
     """Rules across the BERT sections, before any process group exists."""
+    p = cfg.parallel
+    if p.pipeline_model_parallel_size > 1 or p.num_layers_per_virtual_pipeline_stage is not None:
+        raise NotImplementedError("BERT with --pipeline-model-parallel-size / --num-layers-per-virtual-pipeline-stage"
+                                  " is not built (pipeline stages exist for GPT only); drop them, or use "
+                                  "--tensor-model-parallel-size and data parallelism")
     if cfg.model.position_embedding_type != "learned_absolute":
         raise NotImplementedError("BERT uses learned absolute positions; drop --position-embedding-type")
     if cfg.data.seq_length > cfg.model.max_position_embeddings:

@@ -22,11 +22,20 @@ from megatron.parallel.state import ParallelState
 from megatron.training.config import PretrainConfig
 from megatron.training.data_efficiency import DATA_EFFICIENCY_SECTION, build_data_efficiency_extensions
 from megatron.training.loop import TrainResult
+from megatron.training.pipeline_model import PipelinedGPT
 from megatron.training.pretrain import pretrain
 
 
 def model_provider(cfg: PretrainConfig, pstate: ParallelState, vocab_size: int) -> nn.Module:
-    """GPT with the padded vocabulary; initialization is seeded by ``--seed`` (identical at every TP size)."""
+    """GPT with the padded vocabulary; initialization is seeded by ``--seed`` (identical at every TP and PP size).
+
+    With ``--pipeline-model-parallel-size`` > 1 this rank's stages (chunks with
+    ``--num-layers-per-virtual-pipeline-stage``), which the loop runs through a pipeline schedule.
+    """
+    p = cfg.parallel
+    if p.pipeline_model_parallel_size > 1:
+        return PipelinedGPT(cfg.model, pstate, vocab_size, seed=cfg.training.seed,
+                            num_layers_per_virtual_stage=p.num_layers_per_virtual_pipeline_stage)
     return GPTModel(cfg.model, pstate, vocab_size, seed=cfg.training.seed)
 
 

@@ -1,7 +1,8 @@
-"""Configuration of the parallel room: tensor-parallel size, collective backend and optimizer sharding switch.
+"""Configuration of the parallel room: tensor- and pipeline-parallel sizes, collective backend, optimizer sharding.
 
-``ParallelConfig`` is turned into Megatron's flags (``--tensor-model-parallel-size`` ...) by ``megatron.config``.
-Cross-room rules (heads divisible by the TP size, world size divisible by it) live in the top-level validation;
+``ParallelConfig`` is turned into Megatron's flags (``--tensor-model-parallel-size``,
+``--pipeline-model-parallel-size`` ...) by ``megatron.config``. Cross-room rules (heads divisible by the TP size,
+world size divisible by TP x PP, layers by the stages) live in the top-level validation;
 this module only checks what it can see on its own.
 """
 
@@ -19,10 +20,16 @@ DistributedBackend = Literal["nccl", "gloo"]
 
 @dataclass(kw_only=True)
 class ParallelConfig:
-    """How the model and data are split over processes (tensor x data parallel; no pipeline stages)."""
+    """How the model and data are split over processes (tensor x pipeline x data parallel)."""
 
     tensor_model_parallel_size: int = 1
     """Number of ranks a layer's weights are split over (Megatron's TP degree). World size must be divisible by it."""
+    pipeline_model_parallel_size: int = 1
+    """Number of pipeline stages the transformer layers are split over (Megatron's PP degree); the data-parallel
+    size is world size / (TP x PP). Embeddings live on the first stage, the loss on the last."""
+    num_layers_per_virtual_pipeline_stage: int | None = None
+    """Layers per model chunk of the interleaved 1F1B schedule (several chunks per pipeline rank); None: one chunk
+    per rank and the plain 1F1B schedule."""
     distributed_backend: DistributedBackend | None = None
     """Collective backend; None picks nccl when CUDA is available, else gloo."""
     use_distributed_optimizer: bool = False
@@ -34,6 +41,10 @@ class ParallelConfig:
         if self.tensor_model_parallel_size < 1:
             raise ValueError(
                 f"tensor_model_parallel_size must be >= 1, got {self.tensor_model_parallel_size}"
+            )
+        if self.pipeline_model_parallel_size < 1:
+            raise ValueError(
+                f"pipeline_model_parallel_size must be >= 1, got {self.pipeline_model_parallel_size}"
             )
         if self.distributed_timeout_minutes < 1:
             raise ValueError(

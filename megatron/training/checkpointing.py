@@ -1,8 +1,9 @@
 """Checkpoints in Megatron's torch layout, written atomically and read with ``weights_only=True``.
 
 Layout: ``<save>/iter_{iteration:07d}/mp_rank_{tp_rank:02d}/model_optim_rng.pt`` (one file per tensor-parallel
-rank, written by data-parallel rank 0), ``<save>/iter_*/config.json`` (the resolved run config) and
-``<save>/latest_checkpointed_iteration.txt``. An iteration is first written into ``iter_*.tmp``, renamed into
+rank, written by data-parallel rank 0; with pipeline stages Megatron's ``mp_rank_{tp_rank:02d}_{pp_rank:03d}``, the
+model under ``model``, or ``model0``, ``model1`` ... per chunk of the interleaved schedule),
+``<save>/iter_*/config.json`` (the resolved run config) and ``<save>/latest_checkpointed_iteration.txt``. An iteration is first written into ``iter_*.tmp``, renamed into
 place once every rank has finished, and only then does the tracker file move to it, so the tracker never points
 at a partial directory. Everything stored is a tensor or a plain container, so loading never unpickles objects.
 A write that fails (a full disk: torch reports it as ``RuntimeError: [enforce fail at inline_container.cc]``) removes
@@ -48,9 +49,26 @@ def iteration_dir(root: str | os.PathLike, iteration: int | str) -> Path:
     return Path(root) / ("release" if iteration == "release" else f"iter_{int(iteration):07d}")
 
 
-def checkpoint_path(root: str | os.PathLike, iteration: int | str, tp_rank: int) -> Path:
-    """Path of one tensor-parallel rank's file inside an iteration directory."""
-    return iteration_dir(root, iteration) / f"mp_rank_{tp_rank:02d}" / _MODEL_FILENAME
+def rank_dirname(tp_rank: int, pp_rank: int | None = None) -> str:
+    """``mp_rank_{TT}`` without pipeline stages, ``mp_rank_{TT}_{PPP}`` with them (Megatron's names)."""
+    return f"mp_rank_{tp_rank:02d}" if pp_rank is None else f"mp_rank_{tp_rank:02d}_{pp_rank:03d}"
+
+
+def checkpoint_path(root: str | os.PathLike, iteration: int | str, tp_rank: int, pp_rank: int | None = None) -> Path:
+    """Path of one (tensor-parallel, pipeline) rank's file inside an iteration directory; ``pp_rank`` None when the
+    run has no pipeline stages."""
+    return iteration_dir(root, iteration) / rank_dirname(tp_rank, pp_rank) / _MODEL_FILENAME
+
+
+def _pp_rank_of(pstate: ParallelState) -> int | None:
+    """This rank's pipeline rank for the file name, None without pipeline stages (the pre-pipeline layout)."""
+    return pstate.pp_rank if getattr(pstate, "pp_size", 1) > 1 else None
+
+
+def _model_entries(model: nn.Module) -> dict[str, Any]:
+    """The payload's model keys: ``{"model": state_dict}``, or a pipeline rank's per-chunk entries."""
+    entries = getattr(model, "checkpoint_entries", None)
+    return entries() if entries is not None else {"model": model.state_dict()}
 
 
 def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
@@ -257,8 +275,10 @@ def save_checkpoint(
             "checkpoint_version": CHECKPOINT_VERSION,
             "iteration": iteration,
             "tensor_model_parallel_size": pstate.tp_size,
+            "pipeline_model_parallel_size": getattr(pstate, "pp_size", 1),
             "data_parallel_size": pstate.dp_size,
-            "model": model.state_dict(),
+            **_model_entries(model),
+            "optimizer_param_names": _optimizer_param_names(model, optimizer),
             "optimizer": optim_state,
             "opt_param_scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng_state": rng_states,
@@ -268,7 +288,7 @@ def save_checkpoint(
             "config": config,
         }
         check_weights_only_safe(payload)
-        path = staging / f"mp_rank_{pstate.tp_rank:02d}" / _MODEL_FILENAME
+        path = staging / rank_dirname(pstate.tp_rank, _pp_rank_of(pstate)) / _MODEL_FILENAME
         with _writing(path, staging):
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_torch_save(payload, path)
@@ -359,7 +379,8 @@ def load_checkpoint(
     if tag is None:
         log_rank0(logger, "no %s under %s: training from scratch", TRACKER_FILENAME, root)
         return None
-    path = checkpoint_path(root, tag, pstate.tp_rank)
+    path = checkpoint_path(root, tag, pstate.tp_rank, _pp_rank_of(pstate))
+    _check_pipeline_layout(path, getattr(pstate, "pp_size", 1))
     payload = _read_payload(path)
     if payload["tensor_model_parallel_size"] != pstate.tp_size:
         raise ValueError(
@@ -368,7 +389,11 @@ def load_checkpoint(
         )
     if validate is not None:
         validate(payload, tag)
-    model.load_state_dict(payload["model"], strict=True)
+    load_entries = getattr(model, "load_checkpoint_entries", None)
+    if load_entries is not None:
+        load_entries(payload)
+    else:
+        model.load_state_dict(payload["model"], strict=True)
     if optimizer is not None:
         optimizer.reload_model_params()
     restart = finetune or tag == "release"
@@ -396,6 +421,38 @@ def load_checkpoint(
     )
 
 
+def _optimizer_param_names(model: nn.Module, optimizer: Any) -> list[str] | None:
+    """Full-model names (``GPTModel.state_dict()`` keys) of the optimizer's parameters in its order: what
+    ``tools/checkpoint/convert_pipeline.py`` needs to move AdamW state between pipeline splits. None for an
+    optimizer without a parameter list."""
+    params = getattr(optimizer, "params", None)
+    if params is None:
+        return None
+    names = getattr(model, "global_names", None)
+    if names is not None:
+        by_id = names()
+    else:  # state_dict keys, not parameter names: a random-LTD wrapper adds a module level to the latter only
+        by_ptr = {t.data_ptr(): k for k, t in model.state_dict(keep_vars=True).items()}
+        by_id = {id(p): by_ptr[p.data_ptr()] for p in model.parameters()}
+    return [by_id[id(p)] for p in params]
+
+
+def _check_pipeline_layout(path: Path, pp_size: int) -> None:
+    """A checkpoint saved at another pipeline size fails with the converter to run (before reading any file)."""
+    if path.is_file():
+        return
+    folder = path.parent.parent
+    names = sorted(p.name for p in folder.glob("mp_rank_*")) if folder.is_dir() else []
+    saved_pp = len({n.split("_")[3] for n in names if n.count("_") == 3}) or (1 if names else None)
+    if saved_pp is not None and saved_pp != pp_size:
+        raise ValueError(
+            f"checkpoint {folder} was saved with pipeline_model_parallel_size {saved_pp} ({', '.join(names[:4])}"
+            f"{' ...' if len(names) > 4 else ''}) but this run uses {pp_size}; convert it with "
+            f"tools/checkpoint/convert_pipeline.py --load <dir> --save <new dir> --target-pipeline-model-parallel-size"
+            f" {pp_size}, or set --pipeline-model-parallel-size {saved_pp}"
+        )
+
+
 def read_checkpoint(root: str | os.PathLike, tp_rank: int = 0) -> tuple[dict[str, Any], int | str, Path]:
     """``(payload, tag, path)`` of tensor-parallel rank ``tp_rank``'s file of the latest checkpoint under ``root``
     (read with ``weights_only=True``), for tools that need weights without a training run.
@@ -410,4 +467,5 @@ def read_checkpoint(root: str | os.PathLike, tp_rank: int = 0) -> tuple[dict[str
             hint = f"; pass the directory above it ({Path(root).parent}), which holds {TRACKER_FILENAME}"
         raise ValueError(f"no checkpoint under {root}: {TRACKER_FILENAME} not found{hint}")
     path = checkpoint_path(root, tag, tp_rank)
+    _check_pipeline_layout(path, 1)
     return _read_payload(path), tag, path

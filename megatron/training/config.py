@@ -17,12 +17,14 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 from megatron.config import add_dataclass_arguments, dataclass_from_namespace, dataclass_to_dict, flag_name
 from megatron.data.config import DataConfig
-from megatron.data.tokenizer import TokenizerConfig
+from megatron.data.tokenizers.config import TokenizerConfig
 from megatron.model.config import TransformerConfig
 from megatron.parallel.config import ParallelConfig
 from megatron.training.compat import MegatronCompatConfig, check_refused_flags
+from megatron.training.compat_megatron_lm import FLAG_ALIASES, VALUE_ALIASES
 from megatron.training.lr_schedule import LRDecayStyle, LRScheduleSpec
 from megatron.training.microbatches import BatchSizeSchedule, check_rampup
+from megatron.training.pipeline_rules import check_pipeline_parallel
 
 __all__ = ["TrainingConfig", "MegatronCompatConfig", "PretrainConfig", "format_config"]
 
@@ -215,23 +217,8 @@ class TrainingConfig:
         )
 
 
-# Flags that spell a value of another room's field (Megatron/MDS aliases): flag -> (room, field, value).
-_ALIASES: dict[str, tuple[str, str, Any]] = {
-    "--checkpoint-activations": ("model", "recompute_granularity", "full"),
-    "--deepspeed-activation-checkpointing": ("model", "recompute_granularity", "full"),
-    "--disable-bias-linear": ("model", "add_bias_linear", False),
-    "--use-rotary-position-embeddings": ("model", "position_embedding_type", "rope"),
-    "--deepscale": ("data_efficiency", "deepspeed", True),
-}
-
-# Other spellings of a flag that takes a value (Megatron-LM / Megatron-DeepSpeed): flag -> (field, value type).
-_VALUE_ALIASES: dict[str, tuple[str, type]] = {
-    "--encoder-seq-length": ("seq_length", int),
-    "--encoder-num-layers": ("num_layers", int),
-    "--rotary-position-embeddings-theta": ("rotary_base", int),
-    "--norm-epsilon": ("layernorm_epsilon", float),
-    "--deepscale_config": ("deepspeed_config", str),
-}
+# Megatron-LM / Megatron-DeepSpeed spellings of our flags: switch -> (room, field, value); flag -> (field, type).
+_ALIASES, _VALUE_ALIASES = FLAG_ALIASES, VALUE_ALIASES
 
 
 def _flag_spellings(cls: type, only: dataclasses.Field | None = None) -> list[str]:
@@ -283,7 +270,7 @@ class PretrainConfig:
         for room, cls in sections.items():
             for f in dataclasses.fields(cls):
                 if f.init and f.metadata.get("cli", True) is not False:
-                    if f.name in owner:
+                    if f.name in owner and owner[f.name] != "compat":  # a compat placeholder steps aside
                         raise TypeError(
                             f"flag {flag_name(f.name)} is defined by both the {owner[f.name]!r} and {room!r} configs;"
                             " rename one field"
@@ -330,8 +317,10 @@ class PretrainConfig:
         for name, value in (defaults or {}).items():
             if name not in given:
                 setattr(ns, name, value)
-        rooms = {room: dataclass_from_namespace(klass, ns) for room, klass in _ROOMS.items()}
         extras = {room: dataclass_from_namespace(klass, ns) for room, klass in (extra_sections or {}).items()}
+        taken = {f.name for klass in (extra_sections or {}).values() for f in dataclasses.fields(klass)}
+        rooms = {room: dataclass_from_namespace(klass, argparse.Namespace(**{  # compat steps aside (build_parser)
+            k: v for k, v in vars(ns).items() if room != "compat" or k not in taken})) for room, klass in _ROOMS.items()}
         if rooms["compat"].zero_stage == 1:
             rooms["parallel"].use_distributed_optimizer = True
         return cls(**rooms, extras=extras, explicit_flags=given)
@@ -339,7 +328,8 @@ class PretrainConfig:
     # ---- derived quantities -------------------------------------------------------------------------------
     @property
     def data_parallel_size(self) -> int:
-        return self.world_size // self.parallel.tensor_model_parallel_size
+        p = self.parallel
+        return self.world_size // (p.tensor_model_parallel_size * p.pipeline_model_parallel_size)
 
     @property
     def global_batch_size(self) -> int:
@@ -398,14 +388,12 @@ class PretrainConfig:
 def check_unsupported(cfg: PretrainConfig) -> None:
     c = cfg.compat
     for name, ok in (
-        ("pipeline_model_parallel_size", c.pipeline_model_parallel_size == 1),
-        ("num_layers_per_virtual_pipeline_stage", c.num_layers_per_virtual_pipeline_stage is None),
         ("context_parallel_size", c.context_parallel_size == 1),
         ("zero_stage", c.zero_stage in (0, 1)),
     ):
         if not ok:
             raise NotImplementedError(
-                f"{flag_name(name)} {getattr(c, name)} is not supported (tensor x data parallelism only, ZeRO <= 1);"
+                f"{flag_name(name)} {getattr(c, name)} is not supported (no context parallelism, ZeRO <= 1);"
                 f" remove {flag_name(name)}"
             )
 
@@ -434,11 +422,12 @@ def check_gradient_accumulation(cfg: PretrainConfig) -> None:
 
 
 def check_world_divisible_by_tp(cfg: PretrainConfig) -> None:
-    tp = cfg.parallel.tensor_model_parallel_size
-    if cfg.world_size % tp:
+    tp, pp = cfg.parallel.tensor_model_parallel_size, cfg.parallel.pipeline_model_parallel_size
+    if cfg.world_size % (tp * pp):
         raise ValueError(
-            f"world size ({cfg.world_size}) must be divisible by tensor_model_parallel_size ({tp}); change "
-            "--tensor-model-parallel-size or the number of processes (torchrun --nproc-per-node)"
+            f"world size ({cfg.world_size}) must be divisible by tensor_model_parallel_size ({tp}) x "
+            f"pipeline_model_parallel_size ({pp}); change --tensor-model-parallel-size, "
+            "--pipeline-model-parallel-size or the number of processes (torchrun --nproc-per-node)"
         )
 
 
@@ -568,19 +557,19 @@ def check_save_path(cfg: PretrainConfig) -> None:
 
 RULES: tuple[Callable[[PretrainConfig], None], ...] = (
     check_unsupported, check_megatron_compat, check_world_divisible_by_tp, check_heads_divisible_by_tp,
-    check_gradient_accumulation, check_global_batch, check_batch_rampup,
+    check_gradient_accumulation, check_global_batch, check_batch_rampup, check_pipeline_parallel,
     check_seq_length, check_data_path, check_tokenizer_files, check_train_length, check_lr, check_checkpoint_flags,
     check_save_path,
 )
 
 
 def format_config(cfg: PretrainConfig) -> str:
-    """Megatron's ``arguments`` block: one ``room.field .... value`` line per field, sorted."""
+    """Megatron's ``arguments`` block: one ``room.field .... value`` line per field (compat ones if given), sorted."""
     flat: dict[str, Any] = {}
     for room, values in cfg.to_dict().items():
         if isinstance(values, dict):
-            for k, v in values.items():
-                flat[f"{room}.{k}"] = v
+            for k, v in values.items():  # compat flags only when given: there are hundreds, most never used
+                flat.update({f"{room}.{k}": v} if room != "compat" or v not in (None, False) else {})
         else:
             flat[room] = values
     width = max(len(k) for k in flat) + 4

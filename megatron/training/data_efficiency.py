@@ -116,14 +116,14 @@ class CurriculumExtension(TrainerExtension):
         """(curriculum step, difficulties) of the global batch being trained: drawn with it by the sampler."""
         if self.sampler is None:
             assert self.seqlen is not None, "a curriculum extension without sampler has the legacy seqlen warm-up"
-            return iteration, {"seqlen": self.seqlen.seqlen(iteration)}
+            return iteration, self.seqlen.warmup_difficulties(iteration)
         assert "curriculum_step" in batch, "curriculum batches carry the step they were drawn at"
         return int(batch["curriculum_step"]), dict(batch["difficulties"])
 
     def process_batch(self, batch: Batch, iteration: int) -> Batch:
-        step, self._difficulties = self._batch_state(batch, iteration)
+        _, self._difficulties = self._batch_state(batch, iteration)
         if self.seqlen is not None:
-            batch, _num_tokens = self.seqlen.apply(batch, step)
+            batch, _num_tokens = self.seqlen.apply(batch, self._difficulties)
         return batch
 
     def metrics(self) -> dict[str, Any]:
@@ -191,9 +191,9 @@ class BertCurriculumExtension(CurriculumExtension):
         return int(buf.item())
 
     def process_batch(self, batch: Batch, iteration: int) -> Batch:
-        step, self._difficulties = self._batch_state(batch, iteration)
+        _, self._difficulties = self._batch_state(batch, iteration)
         if self.seqlen is not None:  # seqlen_truncate (reshape is refused for BERT by the config check)
-            return bert_truncate(batch, self.seqlen.seqlen(step))
+            return bert_truncate(batch, self.seqlen.seqlen(self._difficulties))
         real = self._dp_max(longest_real_length(batch["padding_mask"]))
         return bert_truncate(batch, padded_length(real, self.seq_length))
 
@@ -216,16 +216,19 @@ class RandomLTDExtension(TrainerExtension):
 
     def __init__(self, config: RandomLTDConfig) -> None:
         self.config = config
-        self.schedule_config = config.to_schedule_config()
         self.model_type = config.model_type
         self.controller: RandomLTDController | None = None
         self._seqs: list[int] = []  # lengths of the current step's (post-processed) micro-batches
         self._pending: dict | None = None
 
     def wrap_model(self, model: nn.Module) -> None:
-        scheduler = RandomLTDScheduler(self.schedule_config)
-        self.controller = wrap_layers(model.layers, self.schedule_config.random_ltd_layer_id, scheduler,
-                                      model.rng_tracker, model_type=self.model_type)
+        scheduler = RandomLTDScheduler(self.config)
+        layer_ids = self.config.layer_ids
+        if hasattr(model, "wrap_random_ltd"):  # a pipeline rank: each stage wraps its own layers (PipelinedGPT)
+            self.controller = model.wrap_random_ltd(layer_ids, scheduler, model_type=self.model_type)
+        else:
+            self.controller = wrap_layers(model.layers, layer_ids, scheduler, model.rng_tracker,
+                                          model_type=self.model_type)
         if self._pending is not None:
             self.controller.load_state_dict(self._pending)
             self._pending = None
@@ -326,10 +329,6 @@ def _check_random_ltd(cfg: PretrainConfig, ltd: RandomLTDConfig, family: ModelFa
     if ltd.total_layer_num != num_layers:
         raise ValueError(f"{_LTD_KEY}.total_layer_num ({ltd.total_layer_num}) must equal --num-layers "
                          f"({num_layers}); the layer-token accounting divides by it")
-    bad = [i for i in ltd.random_ltd_layer_id if not 0 <= i < num_layers]
-    if bad:
-        raise ValueError(f"{_LTD_KEY}.random_ltd_layer_id {bad} are not layers of a {num_layers}-layer model; use "
-                         f"ids in [0, {num_layers})")
     model_type = _LTD_MODEL_TYPE[family]
     if ltd.model_type != model_type:
         raise ValueError(f"{_LTD_KEY}.model_type is {ltd.model_type!r} but {family.upper()} layers need "

@@ -62,7 +62,8 @@ _IGNORED: dict[str, str] = {
     "zero_force_ds_cpu_optimizer": "a DeepSpeed switch for CPU-offloaded optimizers (offload is refused anyway)",
     "aio": "DeepSpeed's NVMe offload I/O settings",
     "autotuning": "DeepSpeed's autotuner",
-    "pipeline": "DeepSpeed pipeline-engine options; there is no pipeline parallelism here",
+    "pipeline": "DeepSpeed pipeline-engine options; pipeline parallelism here is --pipeline-model-parallel-size "
+                "(stages on torch.distributed.pipelining)",
     "dump_state": "DeepSpeed's debug print of its config",
     "data_types": "DeepSpeed's gradient-accumulation dtype; here gradients accumulate in fp32 main gradients",
 }

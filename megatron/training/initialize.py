@@ -19,6 +19,7 @@ import torch.distributed as dist
 from megatron.logging import get_logger, log_rank0
 from megatron.parallel.config import ParallelConfig
 from megatron.parallel.random import RNGStatesTracker
+from megatron.parallel.pipeline_state import PipelineParallelState
 from megatron.parallel.state import ParallelState
 
 __all__ = ["initialize_distributed", "set_random_seeds", "current_device", "destroy_distributed"]
@@ -33,8 +34,8 @@ def current_device() -> torch.device:
     return torch.device("cpu")
 
 
-def initialize_distributed(cfg: ParallelConfig) -> ParallelState:
-    """Join the torchrun process group (if any) and build the tensor/data-parallel groups.
+def initialize_distributed(cfg: ParallelConfig) -> PipelineParallelState:
+    """Join the torchrun process group (if any) and build the tensor, pipeline and data-parallel groups.
 
     With CUDA the rank's device is ``LOCAL_RANK`` and the backend defaults to NCCL; on CPU it is gloo. Without
     ``WORLD_SIZE`` > 1 in the environment and no existing group, no process group is created and a single-process
@@ -57,20 +58,21 @@ def initialize_distributed(cfg: ParallelConfig) -> ParallelState:
             timeout=timedelta(minutes=cfg.distributed_timeout_minutes),
         )
         log_rank0(logger, "initialized torch.distributed: backend %s, world size %d", backend, world_size)
-    return ParallelState.build(cfg.tensor_model_parallel_size)
+    return PipelineParallelState.build(cfg.tensor_model_parallel_size, cfg.pipeline_model_parallel_size)
 
 
 def set_random_seeds(seed: int, pstate: ParallelState) -> RNGStatesTracker:
     """Seed python, numpy and torch; return a fresh RNG tracker for this rank.
 
-    Megatron seeds every rank with ``seed + 100 * pipeline_rank``; there are no pipeline stages here, so all ranks
-    share ``seed`` (TP ranks must draw identical hidden-dropout masks). Streams that must differ per TP rank live
-    in the tracker (``seed + 2718 + tp_rank``); a model that owns its tracker (``GPTModel.rng_tracker``, built from
-    the same seed) is the one the loop checkpoints.
+    Megatron seeds every rank with ``seed + 100 * pipeline_rank`` (ranks of one stage share it: TP ranks must draw
+    identical hidden-dropout masks). Streams that must differ per TP rank live in the tracker
+    (``seed + 2718 + tp_rank``); a model that owns its tracker (``GPTModel.rng_tracker``, or a pipeline stage's,
+    offset per stage likewise) is the one the loop checkpoints. Random-LTD's token-routing stream has no pipeline
+    offset, so every stage keeps the tokens the unpipelined model keeps.
     """
     if seed <= 0:
         raise ValueError(f"seed ({seed}) must be positive; change --seed")
-    pipeline_rank = 0
+    pipeline_rank = getattr(pstate, "pp_rank", 0)
     seed = seed + 100 * pipeline_rank
     random.seed(seed)
     np.random.seed(seed)

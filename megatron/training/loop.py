@@ -7,6 +7,8 @@ inside the loop): an extension may (a) replace the training batch sampler, (b) p
 (d) adjust the token count, (e) add metrics, (f) keep state in checkpoints under its ``name``, and (g) record the
 settings that define it, which a resume must keep. The global batch of each iteration comes from the config's
 ``BatchSizeSchedule`` (constant, or ramped up by ``--rampup-batch-size``); evaluation always uses the full one.
+A pipeline rank's model (``training.pipeline_model.PipelinedGPT``) runs each step's micro-batches through its
+pipeline schedule instead of one ``forward_step`` each, then sums its tied embedding's gradients.
 """
 
 from __future__ import annotations
@@ -224,6 +226,8 @@ class Trainer:
         self.optimizer.zero_grad()
         loss_sum, tokens, flops = 0.0, 0, 0.0
         aux_sums: dict[str, float] = {}
+        pipelined = _is_pipelined(self.model)
+        microbatches: list[Batch] = []
         self.timers("forward-backward").start()
         for micro in range(num_microbatches):
             batch = self.train_stream.next()
@@ -240,12 +244,17 @@ class Trainer:
             tokens += b * s
             flops += self.flops_fn(b, s)
             batch = _to_device(batch, self.device)
+            if pipelined:  # the schedule runs all micro-batches of the step at once
+                microbatches.append(batch)
+                continue
             loss, aux = self.forward_step(self.model, batch)
             # Megatron semantics: each micro-batch contributes its masked token mean / num_microbatches.
             self.optimizer.backward(loss / num_microbatches)
             loss_sum += float(loss.detach())
             for k, v in aux.items():
                 aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
+        if pipelined:
+            loss_sum, aux_sums = self._pipeline_forward_backward(microbatches)
         self.timers("forward-backward").stop()
         self.timers("optimizer").start()
         result = self.optimizer.step()
@@ -258,6 +267,18 @@ class Trainer:
             raise FloatingPointError(f"loss is {loss} at iteration {self.iteration + 1}")
         aux_mean = {k: v / denom for k, v in zip(keys, reduced[3:])}
         return result.applied, loss, aux_mean, int(reduced[1]), reduced[2], result.grad_norm
+
+    def _pipeline_forward_backward(self, microbatches: list[Batch]) -> tuple[float, dict[str, float]]:
+        """One step's micro-batches through the pipeline schedule (same loss arithmetic as the micro-batch loop:
+        each contributes its masked token mean / M, times the fp16 loss scale), then the tied-embedding gradient
+        sum. Returns the summed micro-batch losses (known on every rank: broadcast from the last stage)."""
+        scale = self.optimizer.loss_scale if getattr(self.optimizer, "grad_scaler", None) is not None else None
+        losses = self.model.train_step(microbatches, loss_scale=scale).tolist()
+        self.model.finish_grads()
+        loss_sum = 0.0
+        for value in losses:  # summed in the micro-batch loop's order, so PP=1 and PP>1 log the same float
+            loss_sum += value
+        return loss_sum, {self.model.loss_metric: loss_sum}
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def _train_iters(self) -> int | None:
@@ -432,7 +453,10 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         aux_totals: dict[str, float] = {}
-        for _ in range(self.t.eval_iters * self.num_microbatches):
+        if _is_pipelined(self.model):
+            total, count = self._pipeline_evaluate(stream)
+            aux_totals = {self.model.loss_metric: total}
+        for _ in range(0 if _is_pipelined(self.model) else self.t.eval_iters * self.num_microbatches):
             batch = stream.next()
             if batch is None:
                 break
@@ -457,3 +481,27 @@ class Trainer:
         extra = {name: value / count for name, value in zip(names, aux_sums)}
         self.writer.log_eval(self.iteration, loss, "valid" if split == "valid" else "test", extra)
         return loss
+
+    def _pipeline_evaluate(self, stream: DataStream) -> tuple[float, int]:
+        """``eval_iters`` forward-only pipeline steps of full global batches: (summed losses, micro-batch count). A
+        split that runs out stops at the last whole step (a pipeline schedule runs a fixed micro-batch count)."""
+        total, count = 0.0, 0
+        for _ in range(self.t.eval_iters):
+            microbatches = []
+            for _ in range(self.num_microbatches):
+                batch = stream.next()
+                if batch is None:
+                    break
+                microbatches.append(_to_device(batch, self.device))
+            if len(microbatches) < self.num_microbatches:
+                break
+            for value in self.model.eval_step(microbatches).tolist():
+                total += value
+                count += 1
+        return total, count
+
+
+def _is_pipelined(model: nn.Module) -> bool:
+    """Whether ``model`` is one pipeline rank's stages (``training.pipeline_model.PipelinedGPT``), which run a whole
+    step's micro-batches through a schedule instead of one ``forward_step`` each."""
+    return callable(getattr(model, "finish_grads", None))

@@ -73,25 +73,34 @@ def build_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def _counts_once(param: torch.Tensor, tp_rank: int) -> bool:
-    """TP-sharded parameters contribute their shard on every rank; duplicated ones only on TP rank 0."""
+    """TP-sharded parameters contribute their shard on every rank; duplicated ones only on TP rank 0. The last
+    pipeline stage's copy of a tied word embedding (``shared_embedding``) is counted on the first stage only."""
+    if getattr(param, "shared_embedding", False):
+        return False
     return bool(getattr(param, "tensor_model_parallel", False)) or tp_rank == 0
+
+
+def _model_parallel_group(pstate: ParallelState) -> dist.ProcessGroup | None:
+    """The ranks holding one model copy together: TP x PP (``PipelineParallelState``), else the TP group."""
+    return getattr(pstate, "model_parallel_group", pstate.tp_group)
 
 
 def global_grad_norm(
     params: Iterable[torch.Tensor], grads: Iterable[torch.Tensor], pstate: ParallelState
 ) -> torch.Tensor:
-    """Global L2 norm of ``grads`` (fp32 scalar tensor), reduced over the tensor-parallel group.
+    """Global L2 norm of ``grads`` (fp32 scalar tensor), reduced over the model-parallel group (TP x PP).
 
     ``params[i]`` carries the ``tensor_model_parallel`` tag of ``grads[i]``. The result is the norm of the
-    gradient of the *unsharded* model, identical on every TP rank.
+    gradient of the *unsharded*, unpipelined model, identical on every rank of the model-parallel group.
     """
     chosen = [g.detach().float() for p, g in zip(params, grads) if _counts_once(p, pstate.tp_rank)]
     if chosen:
         sq = torch.stack([torch.linalg.vector_norm(g) for g in chosen]).square().sum()
     else:
         sq = torch.zeros((), dtype=torch.float32, device=next(iter(grads)).device)
-    if pstate.tp_group is not None:
-        dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=pstate.tp_group)
+    group = _model_parallel_group(pstate)
+    if group is not None:
+        dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=group)
     return sq.sqrt()
 
 
@@ -192,9 +201,11 @@ class MegatronOptimizer:
 
     def _found_inf(self) -> bool:
         flag = (~torch.isfinite(self.grad_buffer).all()).float()
-        # Ranks of a TP group hold different shards; one overflow anywhere must skip the step everywhere.
-        if self.pstate.tp_group is not None:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.pstate.tp_group)
+        # Ranks of a TP group (and the stages of a pipeline) hold different parameters; one overflow anywhere must
+        # skip the step everywhere.
+        group = _model_parallel_group(self.pstate)
+        if group is not None:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
         return bool(flag.item())
 
     def step(self) -> StepResult:

@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from megatron.data_efficiency.routing.random_ltd import ModelType, RandomLTDController, RandomLTDLayer
+from megatron.data_efficiency.config import ModelType
+from megatron.data_efficiency.routing.random_ltd import RandomLTDController, RandomLTDLayer, resolve_layer_ids
 from megatron.data_efficiency.routing.scheduler import RandomLTDScheduler
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import check_tensor_parallel_divisibility
@@ -314,18 +315,10 @@ def wrap_stage_layers(
     every micro-batch's forward before the first backward (GPipe), so it must be at least the micro-batch count.
 
     Raises:
-        ValueError: ids outside ``[0, num_layers)``, repeated, or not those of the scheduler config.
+        ValueError: ids or layer count not those of the scheduler config (``resolve_layer_ids``).
     """
     num_layers = stages[0].config.num_layers
-    ids = sorted(layer_ids)
-    cfg = scheduler.config
-    if len(set(ids)) != len(ids) or not all(0 <= i < num_layers for i in ids) or not ids:
-        raise ValueError(f"random-LTD layer_ids {layer_ids} must be distinct layer indices in [0, {num_layers})")
-    if cfg.total_layer_num != num_layers or list(cfg.random_ltd_layer_id) != ids:
-        raise ValueError(
-            f"random-LTD wraps layers {ids} of {num_layers}, but the scheduler config counts layer tokens for "
-            f"random_ltd_layer_id={cfg.random_ltd_layer_id} of total_layer_num={cfg.total_layer_num}; make them agree"
-        )
+    ids = resolve_layer_ids(layer_ids, num_layers, scheduler.config)  # the one layer-id check (config side)
     controllers = []
     for stage in stages:
         start, end = stage.layer_range

@@ -18,9 +18,10 @@ import torch.distributed as dist
 from torch import nn
 
 from megatron.data.builder import EmptySplitError
-from megatron.data.gpt_indices import Split
+from megatron.data.config import Split
 from megatron.data.samplers import MegatronPretrainingRandomSampler, MegatronPretrainingSampler
-from megatron.data.tokenizer import build_tokenizer, padded_vocab_size
+from megatron.data.tokenizers.build import build_tokenizer
+from megatron.data.tokenizers.config import padded_vocab_size
 from megatron.logging import get_logger, log_rank0, setup_logging
 from megatron.model.config import num_floating_point_operations
 from megatron.parallel.state import ParallelState

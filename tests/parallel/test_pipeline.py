@@ -9,13 +9,8 @@ import torch
 import torch.distributed as dist
 
 from dist_utils import all_gather_cat, run_distributed
-from megatron.data_efficiency.routing import (
-    RandomLTDRoutingConfig,
-    RandomLTDSchedule,
-    RandomLTDScheduler,
-    RandomLTDScheduleSteps,
-    wrap_layers,
-)
+from megatron.data_efficiency.config import RandomLTDConfig, RandomLTDScheduleConfig, RandomLTDScheduleSettings
+from megatron.data_efficiency.routing import RandomLTDScheduler, wrap_layers
 from megatron.model.config import TransformerConfig
 from megatron.model.gpt import GPTModel
 from megatron.parallel.pipeline_state import PipelineParallelState, num_virtual_stages, pipeline_layer_ranges
@@ -81,10 +76,12 @@ def _reference(cfg: TransformerConfig, batches: list[list[dict]], ltd: tuple[lis
 
 
 def _ltd_scheduler(num_layers: int, ids: list[int], kept: int) -> RandomLTDScheduler:
-    return RandomLTDScheduler(RandomLTDRoutingConfig(
-        total_layer_num=num_layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
-        random_ltd_schedule=RandomLTDSchedule(min_value=kept, max_value=kept,
-                                              schedule_config=RandomLTDScheduleSteps(require_steps=1)),
+    return RandomLTDScheduler(RandomLTDConfig(
+        enabled=True, total_layer_num=num_layers, random_ltd_layer_num=len(ids), random_ltd_layer_id=ids,
+        model_mask_name="attention_mask", model_type="decoder", hidden_state_order="seq_batch_dim",
+        random_ltd_schedule=RandomLTDScheduleConfig(
+            min_value=kept, max_value=kept, schedule_type="fixed_linear",
+            schedule_config=RandomLTDScheduleSettings(require_steps=1, seq_per_step=16)),
     ))
 
 

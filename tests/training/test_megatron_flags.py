@@ -74,7 +74,7 @@ def test_recipe_flags_are_noted_once_and_change_nothing():
     note = ignored_flags_note(cfg.compat)
     assert note.startswith("Megatron flags accepted without effect: ")
     for part in ("--tensorboard-queue-size 1 (scalars are written synchronously", "--data-impl mmap (only the mmap",
-                 "--no-pipeline-parallel (no pipeline parallelism here)"):
+                 "--no-pipeline-parallel (a detail of Megatron's own pipeline communication"):
         assert part in note
     assert ignored_flags_note(plain.compat) is None
 

@@ -91,7 +91,7 @@ def test_missing_inputs_and_unsupported_flags(tiny_corpus):
             world_size=1)
     with pytest.raises(ValueError, match="merge_file .* does not exist; change --merge-file"):
         PretrainConfig.from_args(gpt_args(tiny_corpus, merge_file="missing-merges.txt")).validate(world_size=1)
-    with pytest.raises(NotImplementedError, match="--pipeline-model-parallel-size"):
+    with pytest.raises(ValueError, match="--pipeline-model-parallel-size"):
         PretrainConfig.from_args(gpt_args(tiny_corpus, pipeline_model_parallel_size=2)).validate(world_size=1)
     with pytest.raises(SystemExit):
         PretrainConfig.from_args(gpt_args(tiny_corpus, tokenizer_type="NoSuchTokenizer"))
