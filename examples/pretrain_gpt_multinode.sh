@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPT-3 1.3B over several nodes with tensor x pipeline x data parallelism, a sequence-length curriculum and
-# random-LTD (examples/pipeline/gpt_1.3b_cl_seqlen_random_ltd.json: layers 1-22 of 24 keep 128 -> 2048 tokens).
+# random-LTD (examples/pipeline/multinode_gpt_1.3b_cl_seqlen_random_ltd.json: layers 1-22 of 24 keep 128 -> 2048 tokens).
 #
 # Run the same command on every node (torchrun's c10d rendezvous: any node may start first):
 #
@@ -49,7 +49,7 @@ FLAGS=(
   --log-interval 100 --eval-interval 1000 --eval-iters 10
   --save "$RUN/checkpoints" --load "$RUN/checkpoints" --allow-missing-checkpoint --save-interval 10000
   --exit-signal-handler --tensorboard-dir "$RUN/tensorboard" --metrics-file "$RUN/metrics.jsonl"
-  --deepspeed --deepspeed_config examples/pipeline/gpt_1.3b_cl_seqlen_random_ltd.json
+  --deepspeed --deepspeed_config examples/pipeline/multinode_gpt_1.3b_cl_seqlen_random_ltd.json
   --data-efficiency-curriculum-learning --random-ltd
 )
 if [[ -n "${VPP:-}" ]]; then
