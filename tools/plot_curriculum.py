@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from megatron.data.indexed_dataset import temp_path_beside  # noqa: E402
 from megatron.data_efficiency.config import CurriculumMetricConfig, load_data_efficiency_config  # noqa: E402
 from megatron.data_efficiency.curriculum.index_files import read_flat  # noqa: E402
 from megatron.data_efficiency.curriculum.scheduler import DifficultySchedule  # noqa: E402
@@ -106,9 +106,9 @@ def plot(config_path: str, output: str, num_steps: int | None) -> None:
 def _save_atomic(fig, output: str) -> None:
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".plot_curriculum.", suffix=".png.tmp")
+    tmp = temp_path_beside(output)  # not mkstemp: the PNG gets the umask's permissions, not 0600
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
         os.replace(tmp, output)
     except BaseException:

@@ -337,7 +337,7 @@ class IndexedDataset:
         return os.path.isfile(get_idx_path(p)) and os.path.isfile(get_bin_path(p))
 
 
-def _temp_path(final_path: str) -> str:
+def temp_path_beside(final_path: str) -> str:
     """Create an empty, uniquely named file beside ``final_path`` whose name never forms a ``.bin/.idx`` pair.
 
     Opened with ``"xb"`` rather than ``mkstemp`` so the final file gets the usual umask permissions, not 0600.
@@ -367,7 +367,7 @@ class IndexedDatasetBuilder:
     def __init__(self, bin_path: str | os.PathLike, dtype: Any = np.int32) -> None:
         self.bin_path = os.fspath(bin_path)
         self.dtype = DType.from_numpy(dtype).to_numpy()
-        self._tmp_bin = _temp_path(self.bin_path)
+        self._tmp_bin = temp_path_beside(self.bin_path)
         self._file = open(self._tmp_bin, "wb")  # noqa: SIM115 - closed by finalize/abort
         self._lengths = array.array("i")  # int32 lengths: 4 bytes per sequence, not a Python int list
         self._doc_index = array.array("q", [0])
@@ -485,7 +485,7 @@ class IndexedDatasetBuilder:
         idx_path = os.fspath(idx_path)
         if self._doc_index[-1] != len(self._lengths):
             self.end_document()
-        tmp_idx = _temp_path(idx_path)
+        tmp_idx = temp_path_beside(idx_path)
         try:
             self._file.flush()
             os.fsync(self._file.fileno())

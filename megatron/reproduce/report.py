@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
 from statistics import fmean
 from typing import Any, Callable
 
+from megatron.data.indexed_dataset import temp_path_beside
 from megatron.reproduce.paper import CLAIMS, METRICS, TABLE_TITLES, TABLES, Claim
 
 __all__ = ["render_tables", "judge_claims", "render_claims", "render_report", "plot_all"]
@@ -398,8 +398,7 @@ def _plot_jobs(results: Results) -> list[tuple[str, str, str, str, list[tuple[st
 
 def _save_atomically(fig, path: str) -> None:
     """Save to a temporary file in the same directory, then rename, so a reader never sees half a PNG."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=os.path.dirname(path) or ".")
-    os.close(fd)
+    tmp = temp_path_beside(path)  # not mkstemp: the PNG gets the umask's permissions, not 0600
     try:
         fig.savefig(tmp, format="png", dpi=110)
         os.replace(tmp, path)

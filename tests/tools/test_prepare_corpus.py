@@ -91,6 +91,17 @@ def test_write_jsonl_is_atomic(tmp_path):
     assert os.listdir(tmp_path) == ["out.jsonl"]
 
 
+def test_written_corpus_has_the_umask_permissions(tmp_path):
+    """The corpus is created like any file (0666 minus the umask, here 0644), not with the 0600 of a private temp
+    file that the atomic rename would otherwise carry over and hide from the user's group."""
+    old = os.umask(0o022)
+    try:
+        corpora.write_jsonl([{"id": "1", "text": "x"}], str(tmp_path / "c.jsonl"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.jsonl").stat().st_mode & 0o777 == 0o644
+
+
 def test_write_jsonl_skips_empty_documents(tmp_path):
     """Whitespace-only documents are dropped (they would become zero-length samples); unicode is kept as is."""
     summary = corpora.write_jsonl(

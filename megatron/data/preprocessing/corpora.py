@@ -13,9 +13,10 @@ import glob
 import importlib.util
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal, get_args
+
+from megatron.data.indexed_dataset import temp_path_beside
 
 __all__ = [
     "CorpusName",
@@ -115,10 +116,10 @@ def write_jsonl(documents: Iterable[dict[str, str]], output: str) -> CorpusSumma
     """
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(output) + ".", suffix=".tmp", dir=directory)
+    tmp = temp_path_beside(output)  # not mkstemp: the corpus gets the umask's permissions, not 0600
     count = text_bytes = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for doc in documents:
                 if not doc["text"].strip():
                     continue
