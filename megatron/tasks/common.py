@@ -7,6 +7,7 @@ line (:func:`build_task_config`, :func:`task_context`) and reports what the runn
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -47,12 +48,29 @@ logger = get_logger(__name__)
 
 # Architecture flags: when none is given, the checkpoint's config.json supplies the model section.
 _ARCH_FIELDS = ("model_flavor", "num_layers", "hidden_size", "num_attention_heads")
+
+
+def check_task_parallelism(cfg: PretrainConfig) -> None:
+    """What the task runner does not do (its step is the plain data-parallel one): pipeline stages, sequence
+    parallelism and a batch-size ramp-up are refused, naming the flag, instead of being silently ignored."""
+    p, t = cfg.parallel, cfg.training
+    for flag, given in (
+        ("--pipeline-model-parallel-size", p.pipeline_model_parallel_size > 1),
+        ("--sequence-parallel", bool(getattr(p, "sequence_parallel", False)) or
+         bool(getattr(cfg.model, "sequence_parallel", False))),
+        ("--rampup-batch-size", t.rampup_batch_size is not None),
+    ):
+        if given:
+            raise NotImplementedError(f"tasks/main.py does not support {flag}; drop it (fine-tuning and evaluation "
+                                      "run tensor x data parallel with a fixed global batch)")
+
+
 # Base rules of a pretraining config that also hold for a downstream task (no training data or length needed).
 TASK_RULES = (
-    training_config.check_unsupported, training_config.check_world_divisible_by_tp,
+    check_task_parallelism, training_config.check_unsupported, training_config.check_world_divisible_by_tp,
     training_config.check_heads_divisible_by_tp, training_config.check_global_batch,
     training_config.check_seq_length, training_config.check_tokenizer_files,
-    training_config.check_checkpoint_flags,
+    training_config.check_checkpoint_flags, training_config.check_megatron_compat,
 )
 
 
@@ -150,9 +168,17 @@ def build_task_config(argv: Sequence[str] | None) -> tuple[PretrainConfig, TaskC
     data = _with_saved(DataConfig, ns, data_saved)
     cfg = PretrainConfig(
         model=model, data=data, tokenizer=tokenizer, parallel=dataclass_from_namespace(ParallelConfig, ns),
-        training=training, compat=dataclass_from_namespace(MegatronCompatConfig, ns), extras={"task": task},
+        training=training, compat=_compat_without(TaskConfig, ns), extras={"task": task},
     )
     return cfg, task
+
+
+def _compat_without(section: type, ns: Any) -> MegatronCompatConfig:
+    """The compat placeholders, minus the ones ``section`` implements (they stepped aside in the parser, e.g.
+    ``--pretrained-checkpoint``): a task flag must not read as a refused Megatron flag."""
+    taken = {f.name for f in dataclasses.fields(section)}
+    return dataclass_from_namespace(MegatronCompatConfig, argparse.Namespace(
+        **{k: v for k, v in vars(ns).items() if k not in taken}))
 
 
 def _with_saved(cls: type, ns: Any, saved: dict[str, Any] | None) -> Any:

@@ -202,3 +202,16 @@ def test_two_processes_equal_one(bert_checkpoint, tmp_path, layout):
     for rank_result in two:
         assert rank_result["metrics"] == pytest.approx(one.metrics, rel=1e-6)
         assert [e["metrics"] for e in rank_result["epochs"]] == [e["metrics"] for e in one.details["epochs"]]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--pipeline-model-parallel-size", "2"], "does not support --pipeline-model-parallel-size"),
+    (["--rampup-batch-size", "4", "4", "32"], "does not support --rampup-batch-size"),
+    (["--moe-router-topk", "2"], "--moe-router-topk"),
+], ids=["pipeline", "rampup", "refused Megatron flag"])
+def test_training_features_the_task_runner_lacks_are_refused(bert_checkpoint, tmp_path, flags, message):
+    """tasks/main.py refuses pipeline stages, a batch-size ramp-up and the Megatron flags pretraining refuses,
+    naming the flag, instead of fine-tuning without them; --pretrained-checkpoint itself is not one of them."""
+    train = write_sst2(tmp_path / "train.tsv", 16)
+    with pytest.raises(NotImplementedError, match=message):
+        run_task(*_base(bert_checkpoint, train, train, "--epochs", "1", "--global-batch-size", "8", *flags))
