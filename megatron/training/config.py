@@ -438,6 +438,10 @@ def check_heads_divisible_by_tp(cfg: PretrainConfig) -> None:
             f"num_attention_heads ({heads}) must be divisible by tensor_model_parallel_size ({tp}); change "
             "--num-attention-heads or --tensor-model-parallel-size"
         )
+    groups = cfg.model.num_query_groups if cfg.model.group_query_attention else None
+    if groups is not None and groups % tp:  # each rank holds whole key/value heads
+        raise ValueError(f"num_query_groups ({groups}) must be divisible by tensor_model_parallel_size ({tp}); "
+                         "change --num-query-groups or --tensor-model-parallel-size")
 
 
 def check_global_batch(cfg: PretrainConfig) -> None:

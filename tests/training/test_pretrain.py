@@ -66,6 +66,8 @@ ERRORS = [
     (["--num-attention-heads", "4", "--tensor-model-parallel-size", "3"], 3,
      r"num_attention_heads \(4\) must be divisible by tensor_model_parallel_size \(3\).*--num-attention-heads"),
     (["--tensor-model-parallel-size", "2"], 3, r"world size \(3\).*--tensor-model-parallel-size"),
+    (["--group-query-attention", "--num-query-groups", "1", "--tensor-model-parallel-size", "2"], 2,
+     r"num_query_groups \(1\) must be divisible by tensor_model_parallel_size \(2\).*--num-query-groups"),
     (["--global-batch-size", "6", "--micro-batch-size", "4"], 1, r"global_batch_size \(6\).*--global-batch-size"),
     (["--seq-length", "1024"], 1, r"seq_length \(1024\) exceeds max_position_embeddings \(512\).*--seq-length"),
     (["--train-samples", "100"], 1, r"--train-iters / --train-samples"),
